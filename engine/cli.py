@@ -1,0 +1,156 @@
+"""The `talkcam` command line, generated from typed config dataclasses (tyro)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from engine import paths
+from engine.data.animator import AnimatorConfig
+from engine.data.tts import TTSConfig, TTSError
+from engine.face.image import PortraitError
+from engine.logs import setup_logging
+from engine.render.renderer import RendererConfig
+from engine.sinks.recorder import RecorderError
+
+log = logging.getLogger("talkcam")
+
+Flat = tyro.conf.OmitArgPrefixes
+
+
+@dataclass
+class Common:
+    """Options shared by every command."""
+
+    log_level: str = "INFO"
+    """Console log level (DEBUG, INFO, WARNING, ERROR). The log file always gets DEBUG."""
+    cache_dir: Path | None = None
+    """Where prepared portraits are cached (default: the user's cache folder)."""
+    no_cache: bool = False
+    """Do not read or write the portrait cache."""
+
+    def avatar_cache(self) -> Path | None:
+        return None if self.no_cache else (self.cache_dir or paths.cache_dir() / "avatars")
+
+
+@dataclass
+class Say:
+    """Speak TEXT with espeak-ng and write an MP4 of the portrait saying it."""
+
+    text: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="TEXT")]
+    """What the avatar says."""
+    portrait: Path | None = None
+    """Portrait image (JPEG/PNG/WebP/BMP). Default: the bundled portrait."""
+    out: Path = Path("talkcam_say.mp4")
+    """Output MP4 (H.264 + AAC)."""
+    fps: int = 25
+    skin_check: bool = True
+    """Refuse faces without skin tones (robots, statues); --no-skin-check accepts them."""
+    tts: Annotated[TTSConfig, Flat] = field(default_factory=TTSConfig)
+    animator: Annotated[AnimatorConfig, Flat] = field(default_factory=AnimatorConfig)
+    render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.runtime.say import say
+
+        _check_size(self.render.size)
+        result = say(self.text, self.portrait or paths.default_portrait(), self.out, fps=self.fps, tts=self.tts,
+                     animator=self.animator, render=self.render, cache_dir=self.common.avatar_cache(),
+                     require_skin=self.skin_check)
+        log.info("Done: %s (%.2f s of video)", result.path.resolve(), result.duration)
+        return 0
+
+
+@dataclass
+class Prepare:
+    """Check a portrait: find the face, fit its landmarks, cache it; report what was found."""
+
+    portrait: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PORTRAIT")]
+    skin_check: bool = True
+    """Refuse faces without skin tones (robots, statues); --no-skin-check accepts them."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.face import prepare_avatar
+
+        avatar = prepare_avatar(self.portrait, cache_dir=self.common.avatar_cache(),
+                                require_skin=self.skin_check)
+        h, w = avatar.image.shape[:2]
+        log.info("%s: face found (%d faces in the image), %dx%d, interocular %.0f px%s%s", self.portrait,
+                 avatar.n_faces, w, h, avatar.interocular, " [cached]" if avatar.from_cache else "",
+                 "".join(f"; {m}" for m in avatar.warnings))
+        return 0
+
+
+@dataclass
+class Voices:
+    """List espeak-ng's voices (use the name or language code with --voice)."""
+
+    language: str = ""
+    """Only voices whose language code starts with this."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.data.tts import EspeakTTS
+
+        voices = [v for v in EspeakTTS().voices() if not self.language or
+                  any(lang.startswith(self.language) for lang in v.languages)]
+        for v in voices:
+            sys.stdout.write(f"{(v.languages[0] if v.languages else '-'):10s} {v.name:30s} {v.identifier}\n")
+        return 0
+
+
+@dataclass
+class Bench:
+    """Measure speed; prints one JSON line (fps, real-time factor, latency p50/p95 per stage)."""
+
+    portrait: Path | None = None
+    frames: int = 250
+    json: bool = True
+    """Print JSON (the only output format for now)."""
+    render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.bench import bench_renderer, environment
+
+        _check_size(self.render.size)
+        r = bench_renderer(self.portrait or paths.default_portrait(), self.render, frames=self.frames,
+                           cache_dir=self.common.avatar_cache())
+        out = {"stage": "renderer", **dataclasses.asdict(r), "refiner": False, **environment(),
+               "stages_ms": {"renderer": {"p50": r.latency_ms_p50, "p95": r.latency_ms_p95}}}
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    w, h = size
+    if not (64 <= w <= 1920 and 64 <= h <= 1080):
+        raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
+
+
+COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="talkcam",
+                                               description="talkcam: a live talking avatar from one portrait.")
+    setup_logging(cmd.common.log_level, paths.log_dir())
+    try:
+        return cmd.run()
+    except (PortraitError, TTSError, RecorderError, ValueError) as exc:
+        log.error("%s", exc)
+        log.debug("details", exc_info=True)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Procedural animator: phoneme timings (+ the audio) -> motion latent per video frame.
+
+Mouth: Cohen-Massaro-style coarticulation. Each phoneme's viseme target has a dominance
+function (a Gaussian in time around the phoneme, scaled by the viseme's dominance) and the mouth
+at time t is the dominance-weighted blend of all targets, so shapes blend into each other and
+start before their sound (`anticipation`). Bilabials dominate strongly, so p/b/m close the lips.
+Speech activity (audio RMS) relaxes the mouth in pauses that espeak folds into a phoneme.
+Eyes: blinks as a renewal process (fast close, slower open). Head: slow smooth sway plus small
+nods on loud syllables. Brows lift a little with emphasis. Gaze: fixations and small saccades.
+
+This is the project's training-data generator and the baseline the learned student must beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from engine import motion as M
+from engine.data.tts import Phoneme
+from engine.data.visemes import VISEMES, target_vector, viseme_of
+
+
+@dataclass
+class AnimatorConfig:
+    """Procedural animation settings."""
+
+    anticipation: float = 0.04
+    """Seconds by which mouth shapes lead their sound."""
+    articulation: float = 1.0
+    """Scale of mouth movements."""
+    blink_interval: float = 3.5
+    """Mean seconds between blinks."""
+    head_motion: float = 1.0
+    """Scale of head sway and nods (0 = still)."""
+    seed: int = 0
+    """Random seed for blinks, sway and gaze (same seed, same animation)."""
+
+
+class ProceduralAnimator:
+    def __init__(self, config: AnimatorConfig | None = None) -> None:
+        self.config = config or AnimatorConfig()
+
+    def animate(self, phonemes: list[Phoneme], n_frames: int, fps: float,
+                audio: np.ndarray | None = None, sample_rate: int | None = None) -> np.ndarray:
+        """Motion [n_frames, DIM] for frames covering [n/fps, (n+1)/fps)."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        t = (np.arange(n_frames) + 0.5) / fps
+        motion = np.zeros((n_frames, M.DIM), np.float32)
+        energy = _energy(audio, sample_rate, t, fps) if audio is not None and sample_rate else None
+        motion += self.mouth(phonemes, t, energy)
+        blink = _blinks(t, cfg.blink_interval, rng)
+        motion[:, M.index("eyeBlink_L")] = blink
+        motion[:, M.index("eyeBlink_R")] = blink
+        self._head(motion, t, fps, energy, rng)
+        self._gaze(motion, t, rng)
+        if energy is not None:
+            emph = gaussian_filter1d(np.clip(energy - 0.55, 0, None), sigma=fps * 0.15)
+            motion[:, M.index("browInnerUp")] += 0.6 * emph
+        return M.clip(motion)
+
+    def mouth(self, phonemes: list[Phoneme], t: np.ndarray, energy: np.ndarray | None) -> np.ndarray:
+        cfg = self.config
+        num = np.zeros((len(t), M.DIM))
+        den = np.full(len(t), 0.08)  # the relaxed mouth's own (weak) dominance
+        for ph in phonemes:
+            vis = viseme_of(ph.ipa)
+            v = VISEMES[vis]
+            half = max((ph.end - ph.start) / 2, 0.025)
+            center = (ph.start + ph.end) / 2 - cfg.anticipation
+            width = 0.7 * half + 0.035
+            d = v.dominance * np.exp(-0.5 * ((t - center) / width) ** 2)
+            num += d[:, None] * target_vector(vis)[None]
+            den += d
+        mouth = num / den[:, None]
+        if energy is not None:
+            activity = np.clip(energy * 3.0, 0.0, 1.0)
+            mouth *= (0.25 + 0.75 * activity)[:, None]
+            mouth[:, M.index("jawOpen")] *= 0.85 + 0.3 * energy
+        return (mouth * cfg.articulation).astype(np.float32)
+
+    def _head(self, motion: np.ndarray, t: np.ndarray, fps: float, energy: np.ndarray | None,
+              rng: np.random.Generator) -> None:
+        amp = self.config.head_motion
+        if amp <= 0:
+            return
+        for name, a in (("headYaw", 0.045), ("headPitch", 0.03), ("headRoll", 0.025), ("headX", 0.02),
+                        ("headY", 0.012)):
+            freqs = rng.uniform(0.05, 0.45, 4)
+            phases = rng.uniform(0, 2 * np.pi, 4)
+            weights = rng.uniform(0.5, 1.0, 4)
+            wave = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0)
+            motion[:, M.index(name)] += amp * a * wave / weights.sum() * 1.6
+        if energy is not None:
+            onsets = np.clip(np.diff(energy, prepend=energy[:1]), 0, None)
+            nod = gaussian_filter1d(onsets, sigma=fps * 0.12)
+            motion[:, M.index("headPitch")] += amp * 0.25 * nod / max(nod.max(), 1e-6) * 0.12
+
+    def _gaze(self, motion: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> None:
+        gx = np.zeros(len(t))
+        gy = np.zeros(len(t))
+        now, tx, ty = 0.0, 0.0, 0.0
+        while now < (t[-1] if len(t) else 0):
+            hold = rng.uniform(0.8, 3.0)
+            sel = (t >= now) & (t < now + hold)
+            gx[sel], gy[sel] = tx, ty
+            now += hold
+            tx, ty = (0.0, 0.0) if rng.random() < 0.5 else (rng.normal(0, 0.2), rng.normal(0, 0.12))
+        motion[:, M.index("eyeLookX")] = gaussian_filter1d(gx, 0.6)
+        motion[:, M.index("eyeLookY")] = gaussian_filter1d(gy, 0.6)
+
+
+def _energy(audio: np.ndarray, sr: int, t: np.ndarray, fps: float) -> np.ndarray:
+    """Loudness per frame in [0, 1] (RMS over a 40 ms window, normalised by its 95th percentile)."""
+    audio = audio.astype(np.float32)
+    half = int(0.02 * sr)
+    idx = np.clip((t * sr).astype(int), 0, max(len(audio) - 1, 0))
+    csum = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    lo, hi = np.clip(idx - half, 0, len(audio)), np.clip(idx + half, 0, len(audio))
+    rms = np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
+    ref = np.percentile(rms, 95) if len(rms) else 1.0
+    return np.clip(rms / max(ref, 1e-4), 0.0, 1.0).astype(np.float32)
+
+
+def _blinks(t: np.ndarray, mean_interval: float, rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros(len(t), np.float32)
+    if mean_interval <= 0 or not len(t):
+        return out
+    now = rng.uniform(0.5, mean_interval)
+    while now < t[-1]:
+        close, hold, open_ = 0.08, 0.03, 0.16
+        x = t - now
+        prof = np.where(x < 0, 0.0, np.where(x < close, x / close, np.where(
+            x < close + hold, 1.0, np.clip(1 - (x - close - hold) / open_, 0, 1))))
+        out = np.maximum(out, prof.astype(np.float32))
+        now += max(1.2, rng.gamma(2.0, mean_interval / 2.0))
+    return out

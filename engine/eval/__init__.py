@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks now; lip-sync, identity and stability metrics with the data engine."""

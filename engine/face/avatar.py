@@ -1,0 +1,194 @@
+"""Portrait -> Avatar (landmarks, checks, cache) and Avatar -> FramedAvatar (at the output size)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+
+from engine.face import topology as T
+from engine.face.image import PortraitError, load_image
+from engine.face.landmarks import FaceLandmarker
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+MIN_FACE_PX = 48
+MIN_SKIN_WARMTH = 9.0
+"""Mean (Cr - Cb) of the face's skin, YCrCb units. Human skin in photos and paintings of this
+project's test set measures 11.8-64; the chrome robot head (shared art_6) 6.5."""
+GREY_CHROMA = 1.5
+
+
+@dataclass
+class Avatar:
+    """A prepared portrait: the working image and its 478 face landmarks (image pixels)."""
+
+    image: np.ndarray  # HxWx3 uint8 RGB
+    landmarks: np.ndarray  # 478x3 float32 (x, y, z in pixels)
+    source: str
+    sha256: str
+    n_faces: int = 1
+    warnings: list[str] = field(default_factory=list)
+    from_cache: bool = False
+
+    @property
+    def interocular(self) -> float:
+        return float(np.linalg.norm(self.landmarks[T.IRIS_L[0], :2] - self.landmarks[T.IRIS_R[0], :2]))
+
+
+@dataclass
+class FramedAvatar:
+    """The avatar framed for output: the frame at the output size and landmarks in its pixels."""
+
+    frame: np.ndarray  # HxWx3 uint8 RGB, H,W = output size
+    landmarks: np.ndarray  # 478x3 float32, frame pixels
+    avatar: Avatar
+
+
+def _check_human(avatar_image: np.ndarray, lm: np.ndarray, name: str, require_skin: bool) -> list[str]:
+    """Raise for faces that are not human skin (robots, statues); return warnings."""
+    warnings: list[str] = []
+    ycc = cv2.cvtColor(avatar_image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    face = np.zeros(avatar_image.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.round(lm[list(T.FACE_OVAL), :2]).astype(np.int32)], 1)
+    holes = [T.eye_polygon("L"), T.eye_polygon("R"),
+             T.LIPS_OUTER_UPPER + tuple(reversed(T.LIPS_OUTER_LOWER[1:-1]))]
+    for poly in holes:
+        cv2.fillPoly(face, [np.round(lm[list(poly), :2]).astype(np.int32)], 0)
+    skin = ycc[face.astype(bool)]
+    if len(skin) < 50:
+        raise PortraitError(f"No usable human face in {name}: the face found is too small or cut off.")
+    whole_chroma = float(np.abs(ycc[..., 1:] - 128).mean())
+    warmth = float((skin[:, 1] - 128).mean() - (skin[:, 2] - 128).mean())
+    if whole_chroma < GREY_CHROMA:
+        warnings.append("black-and-white image: skin tone cannot be checked")
+    elif require_skin and warmth < MIN_SKIN_WARMTH:
+        raise PortraitError(
+            f"No human face in {name}: a face shape was found, but it has no skin tones (it looks like a "
+            "robot, statue, mask or a strongly colour-tinted photo). Pick a portrait of a person; if this "
+            "image does show a person, use --no-skin-check.")
+    return warnings
+
+
+def _cache_path(cache_dir: Path, sha: str) -> Path:
+    return cache_dir / f"avatar-v{CACHE_VERSION}-{sha[:32]}.safetensors"
+
+
+def prepare_avatar(path: Path | str, cache_dir: Path | None = None, landmarker: FaceLandmarker | None = None,
+                   require_skin: bool = True) -> Avatar:
+    """Load a portrait, find the largest face, fit landmarks, check it. Cached by content hash."""
+    path = Path(path)
+    image, sha = load_image(path)
+    if cache_dir is not None:
+        cached = _load_cached(_cache_path(Path(cache_dir), sha), image, path)
+        if cached is not None:
+            return cached
+    landmarker = landmarker or FaceLandmarker()
+    avatar = _analyse(image, sha, path, landmarker, require_skin)
+    if cache_dir is not None:
+        _save_cached(_cache_path(Path(cache_dir), sha), avatar)
+    return avatar
+
+
+def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker, require_skin: bool) -> Avatar:
+    h, w = image.shape[:2]
+    work = image
+    upscale = 1.0
+    if max(h, w) < 384:  # detectors need the face at a few dozen pixels at least
+        upscale = 384 / max(h, w)
+        work = np.asarray(Image.fromarray(image).resize((round(w * upscale), round(h * upscale)),
+                                                        Image.Resampling.BICUBIC))
+    boxes = [b for b in landmarker.detect_faces(work) if b.score >= landmarker.min_score]
+    lm = None
+    for box in boxes[:3]:  # largest first; fall through if the mesh does not fit it
+        lm = landmarker.mesh(work, box)
+        if lm is not None:
+            break
+    if lm is None:
+        lm = landmarker.mesh(work)  # whole image: catches faces filling the frame
+    if lm is None:
+        raise PortraitError(f"No face found in {path}. Pick a portrait where one face is clearly visible, "
+                            "facing the camera, not too small and not cut off.")
+    lm = lm / np.float32(upscale)
+    warnings = []
+    if len(boxes) > 1:
+        msg = f"{len(boxes)} faces found in {path.name}; using the largest"
+        log.warning(msg)
+        warnings.append(msg)
+    face_w = float(lm[:, 0].max() - lm[:, 0].min())
+    if face_w < MIN_FACE_PX:
+        raise PortraitError(f"The face in {path} is only {face_w:.0f} pixels wide; use an image where the "
+                            f"face is at least {MIN_FACE_PX} pixels wide (ideally 200+).")
+    if face_w < 128:
+        warnings.append(f"small face ({face_w:.0f} px wide): the avatar will look soft")
+    warnings += _check_human(image, lm, str(path), require_skin)
+    for msg in warnings[1 if len(boxes) > 1 else 0:]:
+        log.warning("%s: %s", path.name, msg)
+    return Avatar(image=image, landmarks=lm.astype(np.float32), source=str(path), sha256=sha,
+                  n_faces=max(1, len(boxes)), warnings=warnings)
+
+
+def _save_cached(file: Path, avatar: Avatar) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"source": avatar.source, "sha256": avatar.sha256, "n_faces": str(avatar.n_faces),
+            "warnings": json.dumps(avatar.warnings), "shape": json.dumps(list(avatar.image.shape))}
+    tmp = file.with_suffix(".tmp")
+    save_file({"landmarks": avatar.landmarks}, str(tmp), metadata=meta)
+    tmp.replace(file)
+
+
+def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
+    if not file.exists():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="numpy") as f:
+            meta = f.metadata()
+        lm = load_file(str(file))["landmarks"]
+        if json.loads(meta["shape"]) != list(image.shape) or lm.shape != (T.N_LANDMARKS, 3):
+            log.warning("Stale avatar cache entry %s ignored", file.name)
+            return None
+    except (OSError, KeyError, ValueError) as exc:  # corrupt cache entry: recompute, say so
+        log.warning("Unreadable avatar cache entry %s ignored (%s)", file, exc)
+        return None
+    log.debug("Avatar cache hit for %s", path.name)
+    return Avatar(image=image, landmarks=lm, source=str(path), sha256=meta["sha256"],
+                  n_faces=int(meta["n_faces"]), warnings=json.loads(meta["warnings"]), from_cache=True)
+
+
+def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42) -> FramedAvatar:
+    """Crop the portrait around the face to the output aspect and resize to `size` (w, h).
+
+    The face (forehead to chin) takes `face_fraction` of the frame height where the image allows;
+    otherwise the largest crop that fits is used (the face then appears larger).
+    """
+    out_w, out_h = size
+    img, lm = avatar.image, avatar.landmarks
+    ih, iw = img.shape[:2]
+    oval = lm[list(T.FACE_OVAL), :2]
+    face_h = float(oval[:, 1].max() - oval[:, 1].min())
+    cx = float(oval[:, 0].mean())
+    cy = float(oval[:, 1].min() + oval[:, 1].max()) / 2
+    crop_h = face_h / face_fraction
+    crop_w = crop_h * out_w / out_h
+    fit = min(1.0, iw / crop_w, ih / crop_h)
+    crop_w, crop_h = crop_w * fit, crop_h * fit
+    x0 = int(round(np.clip(cx - crop_w / 2, 0, iw - crop_w)))
+    y0 = int(round(np.clip(cy - 0.48 * crop_h, 0, ih - crop_h)))
+    cw, ch = max(1, min(iw - x0, int(round(crop_w)))), max(1, min(ih - y0, int(round(crop_h))))
+    sx, sy = out_w / cw, out_h / ch
+    interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
+    frame = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (out_w, out_h), interpolation=interp)
+    out_lm = lm.copy()
+    out_lm[:, 0] = (lm[:, 0] - x0) * sx
+    out_lm[:, 1] = (lm[:, 1] - y0) * sy
+    out_lm[:, 2] = lm[:, 2] * sx
+    return FramedAvatar(frame=np.ascontiguousarray(frame), landmarks=out_lm.astype(np.float32), avatar=avatar)

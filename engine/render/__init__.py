@@ -1,0 +1,1 @@
+"""Rendering: (portrait, motion) -> frames. `renderer` warps; the refiner (later) repairs pixels."""

@@ -1,0 +1,337 @@
+"""Renderer: (framed portrait, motion latent) -> RGB frames, by a dense warp of the face region.
+
+Per portrait, `AvatarRig` precomputes (numpy, once):
+- the face region (a box around the face in the output frame; outside it nothing moves),
+- a flow basis [DIM, 2, gh, gw]: the displacement of every flow-grid point for a unit of each
+  motion dimension, interpolated (barycentric, Delaunay) from the landmarks' blendshape basis,
+  a ring of head points that move rigidly with the head, and the region border (fixed);
+- its spatial Jacobian basis [DIM, 4, gh, gw], used to invert the forward map exactly;
+- the inner-mouth polygon and its basis, and the portrait's own mouth-opening mask.
+
+Per frame, `Renderer` (a pure nn.Module of tensors in, tensors out; exportable to ONNX):
+1. flow d = basis . motion on the grid (one small matmul);
+2. backward map: solve s + d(s) = p for every grid point p with Newton steps (warps that
+   compress, like a closing eyelid, stay exact where a first-order p - d(p) would smear);
+3. upsample the sampling offsets to the region's pixels and `grid_sample` the portrait;
+4. paint a mouth interior (cavity, upper and lower teeth) where the lips have parted further
+   than in the portrait (the refiner later replaces this with learned pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from scipy.spatial import Delaunay
+from torch import nn
+
+from engine import motion as M
+from engine.face import FramedAvatar
+from engine.face import topology as T
+
+
+@dataclass
+class RendererConfig:
+    """Renderer settings."""
+
+    size: tuple[int, int] = (512, 512)
+    """Output frame width and height in pixels (up to 1920x1080)."""
+    grid: int = 128
+    """Flow-grid points along the face region's longer side."""
+    region_scale: float = 2.0
+    """Face region side relative to the face's size (forehead-to-chin)."""
+    newton_steps: int = 3
+    """Newton iterations that invert the warp."""
+    smooth: float = 0.8
+    """Gaussian blur of the flow basis, in grid cells."""
+    mouth_interior: bool = True
+    """Paint cavity and teeth where the mouth opens wider than in the portrait."""
+
+
+class Renderer(nn.Module):
+    """Warps a portrait region by a motion vector. Avatar data comes in as tensors."""
+
+    def __init__(self, config: RendererConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RendererConfig()
+
+    def forward(
+        self,
+        src: torch.Tensor,  # [1, 3, Rh, Rw] portrait region, float 0..1
+        flow_basis: torch.Tensor,  # [DIM, 2, gh, gw] pixels per unit motion
+        jac_basis: torch.Tensor,  # [DIM, 4, gh, gw] d(flow)/d(position), per unit motion
+        src_mouth: torch.Tensor,  # [1, 1, Rh, Rw] portrait's own mouth-opening mask
+        mouth_index: torch.Tensor,  # [K] int64 flat region-pixel indices where a mouth may be painted
+        mouth_ref: torch.Tensor,  # [P, 2] inner-lip polygon, region pixels
+        mouth_basis: torch.Tensor,  # [P, 2, DIM]
+        colors: torch.Tensor,  # [2, 3] cavity, teeth
+        motion: torch.Tensor,  # [B, DIM]
+    ) -> torch.Tensor:  # [B, 3, Rh, Rw]
+        b = motion.shape[0]
+        rh, rw = src.shape[-2], src.shape[-1]
+        gh, gw = flow_basis.shape[-2], flow_basis.shape[-1]
+        flow = torch.einsum("bm,mchw->bchw", motion, flow_basis)  # [B, 2, gh, gw]
+        jac = torch.einsum("bm,mchw->bchw", motion, jac_basis)  # [B, 4, gh, gw]
+        fields = torch.cat([flow, jac], dim=1)  # [B, 6, gh, gw]
+        ys = torch.linspace(0.0, 1.0, gh, dtype=src.dtype) * (rh - 1)
+        xs = torch.linspace(0.0, 1.0, gw, dtype=src.dtype) * (rw - 1)
+        py, px = torch.meshgrid(ys, xs, indexing="ij")
+        p = torch.stack([px, py], dim=0).unsqueeze(0)  # [1, 2, gh, gw] pixels
+        scale = torch.stack([torch.tensor(rw - 1.0), torch.tensor(rh - 1.0)]).to(src.dtype).view(1, 2, 1, 1)
+        s = p - flow
+        max_step = 0.5 * (rh + rw) / (gh + gw) * 4.0  # at most ~4 grid cells per step
+        for _ in range(self.config.newton_steps):
+            f = _sample(fields, s, scale)  # [B, 6, gh, gw]
+            rx = s[:, 0] + f[:, 0] - p[:, 0]
+            ry = s[:, 1] + f[:, 1] - p[:, 1]
+            a, bb, c, d = 1.0 + f[:, 2], f[:, 3], f[:, 4], 1.0 + f[:, 5]
+            det = a * d - bb * c
+            det = torch.where(det.abs() < 0.05, torch.full_like(det, 0.05), det)
+            dx = ((d * rx - bb * ry) / det).clamp(-max_step, max_step)
+            dy = ((a * ry - c * rx) / det).clamp(-max_step, max_step)
+            s = s - torch.stack([dx, dy], dim=1)
+        # normalised sample positions are linear in the pixel grid, so upsampling them is exact
+        grid = F.interpolate(s * 2.0 / scale - 1.0, size=(rh, rw), mode="bilinear", align_corners=True)
+        grid = grid.permute(0, 2, 3, 1)  # [B, Rh, Rw, 2]
+        out = F.grid_sample(src.expand(b, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                            align_corners=True)
+        if not self.config.mouth_interior:
+            return out
+        poly = mouth_ref.unsqueeze(0) + torch.einsum("pcm,bm->bpc", mouth_basis, motion)  # [B, P, 2]
+        pix = torch.stack([torch.remainder(mouth_index, rw), torch.div(mouth_index, rw, rounding_mode="floor")],
+                          dim=-1).to(src.dtype)  # [K, 2]
+        paint = _mouth_paint(poly, pix, colors)  # [B, 4, K]
+        g_mouth = grid.reshape(b, rh * rw, 2)[:, mouth_index].unsqueeze(1)  # [B, 1, K, 2]
+        already_open = F.grid_sample(src_mouth.expand(b, -1, -1, -1), g_mouth, mode="bilinear",
+                                     padding_mode="zeros", align_corners=True).reshape(b, 1, -1)  # [B, 1, K]
+        alpha = paint[:, 3:4] * (1.0 - already_open)
+        flat = out.reshape(b, 3, rh * rw)
+        idx = mouth_index.view(1, 1, -1).expand(b, 3, -1)
+        vals = torch.gather(flat, 2, idx)
+        flat = torch.scatter(flat, 2, idx, vals + alpha * (paint[:, :3] - vals))
+        return flat.reshape(b, 3, rh, rw)
+
+
+def _sample(field: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of field [B, C, gh, gw] at region-pixel positions pos [B, 2, gh, gw]."""
+    g = (pos * 2.0 / scale - 1.0).permute(0, 2, 3, 1)
+    return F.grid_sample(field, g, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _mouth_paint(poly: torch.Tensor, pix: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """Soft inner-mouth mask and interior colour at pixels pix [K, 2] -> [B, 4, K] (rgb, alpha).
+
+    poly: [B, P, 2], the upper inner lip (right corner -> left corner, n points) followed by the
+    lower inner lip back (P = 2n - 2).
+    """
+    n_poly = poly.shape[1]
+    pts = pix.unsqueeze(0)  # [1, K, 2]
+    a = poly  # [B, P, 2]
+    c = torch.roll(poly, shifts=-1, dims=1)
+    px, py = pts[..., 0].unsqueeze(-1), pts[..., 1].unsqueeze(-1)  # [1, G, 1]
+    ax, ay, cx, cy = a[..., 0].unsqueeze(1), a[..., 1].unsqueeze(1), c[..., 0].unsqueeze(1), c[..., 1].unsqueeze(1)
+    # crossing-number parity (inside test)
+    straddle = (ay > py) != (cy > py)
+    denom = torch.where((cy - ay).abs() < 1e-6, torch.full_like(cy, 1e-6), cy - ay)
+    x_cross = ax + (py - ay) * (cx - ax) / denom
+    crossings = (straddle & (px < x_cross)).to(pix.dtype).sum(-1)  # [B, K]
+    inside = torch.remainder(crossings, 2.0)
+    # distance to each edge
+    ex, ey = cx - ax, cy - ay
+    t = ((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey + 1e-6)
+    t = t.clamp(0.0, 1.0)
+    dist = torch.sqrt((px - ax - t * ex) ** 2 + (py - ay - t * ey) ** 2 + 1e-9)  # [B, G, P]
+    n_up = n_poly // 2 + 1  # upper lip has n = P/2 + 1 points -> n - 1 edges
+    d_up = dist[..., : n_up - 1].amin(-1)
+    d_lo = dist[..., n_up - 1:].amin(-1)
+    edge = torch.minimum(d_up, d_lo)
+    signed = torch.where(inside > 0.5, edge, -edge)
+    alpha = torch.sigmoid((signed + 1.0) / 0.6)  # reach 1 px past the lip line: covers its stretch
+    corner_r, corner_l = poly[:, 0], poly[:, n_up - 1]  # [B, 2]
+    width = torch.sqrt(((corner_l - corner_r) ** 2).sum(-1) + 1e-6).unsqueeze(-1)  # [B, 1]
+    center_x = ((corner_l[:, 0] + corner_r[:, 0]) * 0.5).unsqueeze(-1)
+    lateral = (1.0 - ((pts[..., 0] - center_x).abs() / (0.42 * width))).clamp(0.0, 1.0).sqrt()  # [B, G]
+    teeth_up = torch.sigmoid((0.11 * width - d_up) / 0.8) * lateral
+    teeth_lo = torch.sigmoid((0.06 * width - d_lo) / 0.8) * lateral * 0.8
+    gap = (d_up + d_lo).clamp(min=1e-3)
+    depth = 1.0 - 4.0 * (d_up / gap) * (d_lo / gap)  # 1 at the lips, 0 mid-mouth: darker inside
+    cavity = colors[0].view(1, 3, 1) * (0.55 + 0.45 * depth.clamp(0.0, 1.0)).unsqueeze(1)
+    teeth = colors[1].view(1, 3, 1)
+    tw = (teeth_up + teeth_lo).clamp(0.0, 1.0).unsqueeze(1)
+    shade = (1.0 - 0.25 * teeth_lo / (teeth_up + teeth_lo + 1e-3)).unsqueeze(1)
+    rgb = cavity * (1.0 - tw) + teeth * shade * tw  # [B, 3, G]
+    return torch.cat([rgb, alpha.unsqueeze(1)], dim=1)
+
+
+@dataclass
+class AvatarRig:
+    """Per-portrait precomputation for the renderer (numpy arrays)."""
+
+    frame: np.ndarray  # [H, W, 3] uint8 output-size portrait
+    box: tuple[int, int, int, int]  # region x0, y0, x1, y1 in frame pixels
+    flow_basis: np.ndarray  # [DIM, 2, gh, gw]
+    jac_basis: np.ndarray  # [DIM, 4, gh, gw]
+    src_mouth: np.ndarray  # [1, 1, Rh, Rw]
+    mouth_index: np.ndarray  # [K] int64
+    mouth_ref: np.ndarray  # [P, 2]
+    mouth_basis: np.ndarray  # [P, 2, DIM]
+    colors: np.ndarray  # [2, 3]
+    basis: M.MotionBasis
+
+    @classmethod
+    def build(cls, framed: FramedAvatar, config: RendererConfig) -> AvatarRig:
+        frame, lm = framed.frame, framed.landmarks
+        h, w = frame.shape[:2]
+        basis = M.MotionBasis(lm)
+        oval = lm[list(T.FACE_OVAL), :2]
+        face = max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1]))
+        cx, cy = oval[:, 0].mean(), oval[:, 1].mean() - 0.1 * face
+        half = config.region_scale * face / 2
+        x0, y0 = int(max(0, np.floor(cx - half))), int(max(0, np.floor(cy - half)))
+        x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
+        rh, rw = y1 - y0, x1 - x0
+        gh = max(8, round(config.grid * rh / max(rh, rw)))
+        gw = max(8, round(config.grid * rw / max(rh, rw)))
+        origin = np.array([x0, y0], np.float32)
+
+        # control points: landmarks, a rigid head ring, and the fixed region border
+        pts = [lm[:, :2] - origin]
+        bases = [basis.basis[:, :2, :]]
+        ang = np.linspace(0, 2 * np.pi, 28, endpoint=False)
+        rx, ry = 0.5 * np.ptp(oval[:, 0]) * 1.22, 0.5 * np.ptp(oval[:, 1]) * 1.18
+        ocx, ocy = oval[:, 0].mean(), oval[:, 1].mean()
+        ring = np.stack([ocx + rx * np.cos(ang), ocy + ry * np.sin(ang) - 0.08 * ry * (np.sin(ang) < 0)], 1)
+        ring[:, 0] = np.clip(ring[:, 0], x0 + 0.06 * rw, x1 - 1 - 0.06 * rw)
+        ring[:, 1] = np.clip(ring[:, 1], y0 + 0.06 * rh, y1 - 1 - 0.06 * rh)
+        ring3 = np.concatenate([ring, np.full((len(ring), 1), basis.pivot_local[2] * basis.frame.scale
+                                              + basis.frame.origin[2])], 1)
+        pts.append(ring - origin)
+        bases.append(basis.pose_basis_for(ring3)[:, :2, :])
+        k = 10
+        edge_x = np.linspace(0, rw - 1, k)
+        edge_y = np.linspace(0, rh - 1, k)
+        border = np.concatenate([np.stack([edge_x, np.zeros(k)], 1), np.stack([edge_x, np.full(k, rh - 1)], 1),
+                                 np.stack([np.zeros(k), edge_y], 1), np.stack([np.full(k, rw - 1), edge_y], 1)])
+        pts.append(border)
+        bases.append(np.zeros((len(border), 2, M.DIM), np.float32))
+        ctrl = np.concatenate(pts).astype(np.float64)
+        ctrl_basis = np.concatenate(bases).astype(np.float64)  # [N, 2, DIM]
+
+        gy, gx = np.meshgrid(np.linspace(0, rh - 1, gh), np.linspace(0, rw - 1, gw), indexing="ij")
+        grid_pts = np.stack([gx.ravel(), gy.ravel()], 1)
+        tri = Delaunay(ctrl)
+        simplex = tri.find_simplex(grid_pts)
+        simplex = np.where(simplex < 0, 0, simplex)
+        trans = tri.transform[simplex]  # [G, 3, 2]
+        bary2 = np.einsum("gij,gj->gi", trans[:, :2], grid_pts - trans[:, 2])
+        bary = np.concatenate([bary2, 1 - bary2.sum(1, keepdims=True)], 1)  # [G, 3]
+        verts = tri.simplices[simplex]  # [G, 3]
+        flow = np.einsum("gk,gkcm->mcg", bary, ctrl_basis[verts]).reshape(M.DIM, 2, gh, gw)
+        # a light blur makes the piecewise-linear field (and its Jacobian) continuous
+        flow = gaussian_filter(flow, sigma=(0, 0, config.smooth, config.smooth), mode="nearest")
+        step_y, step_x = (rh - 1) / (gh - 1), (rw - 1) / (gw - 1)
+        dfx_dy, dfx_dx = np.gradient(flow[:, 0], step_y, step_x, axis=(1, 2))
+        dfy_dy, dfy_dx = np.gradient(flow[:, 1], step_y, step_x, axis=(1, 2))
+        jac = np.stack([dfx_dx, dfx_dy, dfy_dx, dfy_dy], axis=1)
+
+        poly_idx = list(T.inner_mouth_polygon())
+        mouth_ref = lm[poly_idx, :2] - origin
+        mouth_basis = basis.basis[poly_idx, :2, :]
+        src_mouth = _polygon_mask(mouth_ref, rh, rw)
+        mouth_index = _mouth_area(lm, basis, origin, rh, rw)
+        colors = _mouth_colors(frame, lm)
+        return cls(frame=frame, box=(x0, y0, x1, y1), flow_basis=flow.astype(np.float32),
+                   jac_basis=jac.astype(np.float32), src_mouth=src_mouth, mouth_index=mouth_index, mouth_ref=mouth_ref.astype(np.float32),
+                   mouth_basis=mouth_basis.astype(np.float32), colors=colors, basis=basis)
+
+    def tensors(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        x0, y0, x1, y1 = self.box
+        src = torch.from_numpy(np.ascontiguousarray(self.frame[y0:y1, x0:x1])).permute(2, 0, 1)[None]
+        arrays = {"flow_basis": self.flow_basis, "jac_basis": self.jac_basis, "src_mouth": self.src_mouth,
+                  "mouth_ref": self.mouth_ref, "mouth_basis": self.mouth_basis, "colors": self.colors}
+        out = {"src": (src.to(dtype) / 255.0).to(device)}
+        out["mouth_index"] = torch.from_numpy(self.mouth_index).to(device)
+        out.update({k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrays.items()})
+        return out
+
+
+def _polygon_mask(poly: np.ndarray, rh: int, rw: int) -> np.ndarray:
+    """Soft (4x supersampled) mask of a polygon given in region pixels -> [1, 1, Rh, Rw]."""
+    import cv2
+
+    hi = 4
+    m = np.zeros((rh * hi, rw * hi), np.uint8)
+    cv2.fillPoly(m, [np.round((poly + 0.5) * hi - 0.5).astype(np.int32)], 1)
+    soft = m.reshape(rh, hi, rw, hi).mean(axis=(1, 3)).astype(np.float32)
+    return soft[None, None]
+
+
+def _mouth_area(lm: np.ndarray, basis: M.MotionBasis, origin: np.ndarray, rh: int, rw: int) -> np.ndarray:
+    """Flat indices of the region pixels the inner mouth can reach over the whole motion range."""
+    poly_idx = list(T.inner_mouth_polygon())
+    extremes = [M.zeros()]
+    for name in ("jawOpen", "mouthFunnel", "mouthLowerDown_L", "mouthLowerDown_R", "mouthUpperUp_L",
+                 "mouthUpperUp_R", "mouthSmile_L", "mouthSmile_R", "mouthStretch_L", "mouthStretch_R"):
+        m = M.zeros()
+        m[M.index(name)] = 1.0
+        extremes.append(m)
+    m = M.zeros()
+    m[M.index("jawOpen")] = m[M.index("mouthLowerDown_L")] = m[M.index("mouthLowerDown_R")] = 1.0
+    m[M.index("mouthUpperUp_L")] = m[M.index("mouthUpperUp_R")] = 1.0
+    extremes.append(m)
+    pts = np.concatenate([basis.landmarks(e)[poly_idx, :2] for e in extremes]) - origin
+    pose_margin = 0.4 * basis.frame.scale  # head pose moves the mouth too
+    x0, y0 = np.floor(pts.min(0) - pose_margin).astype(int)
+    x1, y1 = np.ceil(pts.max(0) + pose_margin).astype(int)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(rw, x1), min(rh, y1)
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    return (ys * rw + xs).ravel().astype(np.int64)
+
+
+def _mouth_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Cavity and teeth colours matched to the portrait (a painting gets painted teeth)."""
+    import cv2
+
+    lips = np.zeros(frame.shape[:2], np.uint8)
+    outer = T.LIPS_OUTER_UPPER + tuple(reversed(T.LIPS_OUTER_LOWER[1:-1]))
+    cv2.fillPoly(lips, [np.round(lm[list(outer), :2]).astype(np.int32)], 1)
+    cv2.fillPoly(lips, [np.round(lm[list(T.inner_mouth_polygon()), :2]).astype(np.int32)], 0)
+    px = frame[lips.astype(bool)].astype(np.float32) / 255.0
+    lip = px.mean(0) if len(px) else np.array([0.6, 0.35, 0.35], np.float32)
+    cavity = np.clip(lip * 0.28 + np.array([0.02, 0.0, 0.0]), 0, 1)
+    tint = lip / max(lip.max(), 1e-3)
+    teeth = np.clip(0.80 * np.array([0.93, 0.90, 0.84]) + 0.12 * tint, 0, 1)
+    return np.stack([cavity, teeth]).astype(np.float32)
+
+
+class AvatarRenderer:
+    """Convenience: one rig + the renderer module -> full uint8 frames with paste-back."""
+
+    def __init__(self, framed: FramedAvatar, config: RendererConfig | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        self.config = config or RendererConfig()
+        self.rig = AvatarRig.build(framed, self.config)
+        self.module = Renderer(self.config).to(device).eval()
+        self.inputs = self.rig.tensors(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def render_region(self, motion: np.ndarray) -> torch.Tensor:
+        m = torch.as_tensor(np.atleast_2d(motion), dtype=torch.float32, device=self.device)
+        return self.module(**self.inputs, motion=m)
+
+    def render(self, motion: np.ndarray) -> np.ndarray:
+        """motion [DIM] or [B, DIM] -> frames [B, H, W, 3] uint8."""
+        region = self.render_region(motion)
+        region_u8 = (region.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        x0, y0, x1, y1 = self.rig.box
+        frames = np.repeat(self.rig.frame[None], len(region_u8), axis=0)
+        frames[:, y0:y1, x0:x1] = region_u8
+        return frames
+
+    def landmarks(self, motion: np.ndarray) -> np.ndarray:
+        """Where the renderer puts the 478 landmarks for this motion (frame pixels)."""
+        return self.rig.basis.landmarks(motion)

@@ -1,0 +1,1 @@
+"""Runtime: turning inputs into frames (offline `say` now; the live session and pipeline later)."""
