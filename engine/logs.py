@@ -14,9 +14,11 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if getattr(h, "_talkcam", False):  # ours from an earlier call; leave others' handlers alone
+            root.removeHandler(h)
     console = RichHandler(level=getattr(logging, level.upper(), logging.INFO), show_path=False,
                           rich_tracebacks=False, markup=False)
+    console._talkcam = True
     root.addHandler(console)
     log_file = None
     if log_dir is not None:
@@ -27,6 +29,7 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
                                                       encoding="utf-8")
             fh.setLevel(logging.DEBUG)
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            fh._talkcam = True
             root.addHandler(fh)
         except OSError as exc:
             logging.getLogger(__name__).warning("No log file (cannot write to %s: %s)", log_dir, exc)

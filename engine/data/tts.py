@@ -168,6 +168,12 @@ class EspeakTTS:
             cls._lib = lib
         return cls._lib
 
+    @staticmethod
+    def _set_by_language(lib: ctypes.CDLL, language: str) -> bool:
+        spec = _Voice(name=None, languages=language.encode(), identifier=None, gender=0, age=0, variant=0)
+        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
+        return lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == 0
+
     def voices(self) -> list[VoiceInfo]:
         with self._lock:
             lib = self._library()
@@ -182,7 +188,9 @@ class EspeakTTS:
                 pos = 0
                 while pos < len(raw) and raw[pos] != 0:
                     end = raw.index(b"\0", pos + 1)
-                    langs.append(raw[pos + 1:end].decode("utf-8", "replace"))
+                    name = raw[pos + 1:end].decode("utf-8", "replace")
+                    if name.isprintable() and name.isascii() and len(name) > 1:
+                        langs.append(name)
                     pos = end + 1
                 out.append(VoiceInfo(name=v.name.decode("utf-8", "replace"),
                                      identifier=v.identifier.decode("utf-8", "replace"),
@@ -215,7 +223,7 @@ class EspeakTTS:
         callback = _SynthCallback(on_synth)
         with self._lock:
             lib = self._library()
-            if lib.espeak_SetVoiceByName(cfg.voice.encode()) != 0:
+            if lib.espeak_SetVoiceByName(cfg.voice.encode()) != 0 and not self._set_by_language(lib, cfg.voice):
                 raise TTSError(f"espeak-ng has no voice named {cfg.voice!r}; `talkcam voices` lists them.")
             lib.espeak_SetParameter(_PARAM_RATE, int(np.clip(cfg.rate, 80, 450)), 0)
             lib.espeak_SetParameter(_PARAM_PITCH, int(np.clip(cfg.pitch, 0, 100)), 0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from engine.face import topology as T
@@ -148,15 +149,13 @@ def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
     if not file.exists():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(file), framework="numpy") as f:
             meta = f.metadata()
         lm = load_file(str(file))["landmarks"]
         if json.loads(meta["shape"]) != list(image.shape) or lm.shape != (T.N_LANDMARKS, 3):
             log.warning("Stale avatar cache entry %s ignored", file.name)
             return None
-    except (OSError, KeyError, ValueError) as exc:  # corrupt cache entry: recompute, say so
+    except (OSError, KeyError, ValueError, SafetensorError) as exc:  # corrupt entry: recompute, say so
         log.warning("Unreadable avatar cache entry %s ignored (%s)", file, exc)
         return None
     log.debug("Avatar cache hit for %s", path.name)

@@ -63,11 +63,14 @@ class Renderer(nn.Module):
         src: torch.Tensor,  # [1, 3, Rh, Rw] portrait region, float 0..1
         flow_basis: torch.Tensor,  # [DIM, 2, gh, gw] pixels per unit motion
         jac_basis: torch.Tensor,  # [DIM, 4, gh, gw] d(flow)/d(position), per unit motion
-        src_mouth: torch.Tensor,  # [1, 1, Rh, Rw] portrait's own mouth-opening mask
-        mouth_index: torch.Tensor,  # [K] int64 flat region-pixel indices where a mouth may be painted
-        mouth_ref: torch.Tensor,  # [P, 2] inner-lip polygon, region pixels
-        mouth_basis: torch.Tensor,  # [P, 2, DIM]
-        colors: torch.Tensor,  # [2, 3] cavity, teeth
+        src_masks: torch.Tensor,  # [1, 2, Rh, Rw] inside the portrait's own mouth / eye openings
+        mouth_index: torch.Tensor,  # [Km] int64 flat region-pixel indices the mouth can reach
+        mouth_ref: torch.Tensor,  # [Pm, 2] inner-lip polygon, region pixels
+        mouth_basis: torch.Tensor,  # [Pm, 2, DIM]
+        eye_index: torch.Tensor,  # [Ke] int64 flat region-pixel indices around both eyes
+        eye_ref: torch.Tensor,  # [2, Pe, 2] eye-opening polygons (subject's left, right)
+        eye_basis: torch.Tensor,  # [2, Pe, 2, DIM]
+        colors: torch.Tensor,  # [3, 3] mouth cavity, teeth, eyelid skin
         motion: torch.Tensor,  # [B, DIM]
     ) -> torch.Tensor:  # [B, 3, Rh, Rw]
         b = motion.shape[0]
@@ -100,18 +103,29 @@ class Renderer(nn.Module):
                             align_corners=True)
         if not self.config.mouth_interior:
             return out
-        poly = mouth_ref.unsqueeze(0) + torch.einsum("pcm,bm->bpc", mouth_basis, motion)  # [B, P, 2]
-        pix = torch.stack([torch.remainder(mouth_index, rw), torch.div(mouth_index, rw, rounding_mode="floor")],
-                          dim=-1).to(src.dtype)  # [K, 2]
-        paint = _mouth_paint(poly, pix, colors)  # [B, 4, K]
-        g_mouth = grid.reshape(b, rh * rw, 2)[:, mouth_index].unsqueeze(1)  # [B, 1, K, 2]
-        already_open = F.grid_sample(src_mouth.expand(b, -1, -1, -1), g_mouth, mode="bilinear",
-                                     padding_mode="zeros", align_corners=True).reshape(b, 1, -1)  # [B, 1, K]
-        alpha = paint[:, 3:4] * (1.0 - already_open)
         flat = out.reshape(b, 3, rh * rw)
-        idx = mouth_index.view(1, 1, -1).expand(b, 3, -1)
-        vals = torch.gather(flat, 2, idx)
-        flat = torch.scatter(flat, 2, idx, vals + alpha * (paint[:, :3] - vals))
+        grid_flat = grid.reshape(b, rh * rw, 2)
+        masks = src_masks.expand(b, -1, -1, -1)
+        # mouth: paint where the lips are parted now but the source pixel was not inside the mouth
+        poly = mouth_ref.unsqueeze(0) + torch.einsum("pcm,bm->bpc", mouth_basis, motion)  # [B, Pm, 2]
+        height = lambda q: q[..., 1].amax(-1) - q[..., 1].amin(-1)  # noqa: E731
+        ext = (height(poly) - height(mouth_ref)).clamp(0.0, 1.0).view(b, 1)  # cover the stretched lip line
+        pix = _pixels(mouth_index, rw, src.dtype)
+        in_dst, d_up, d_lo = _inside(poly, pix.unsqueeze(0), ext)
+        in_src = _at(masks, grid_flat, mouth_index)[:, 0]
+        paint = _mouth_colour(poly, pix, d_up, d_lo, colors)  # [B, 3, Km]
+        flat = _composite(flat, mouth_index, paint, (in_dst - in_src).clamp(min=0.0))
+        # eyes: paint eyelid skin where the source pixel was eyeball but the lids now cover it
+        pix = _pixels(eye_index, rw, src.dtype)
+        lids = eye_ref.unsqueeze(0) + torch.einsum("epcm,bm->bepc", eye_basis, motion)  # [B, 2, Pe, 2]
+        zero = torch.zeros(b, 1, dtype=src.dtype)
+        lid_l, up_l, _ = _inside(lids[:, 0], pix.unsqueeze(0), zero)
+        lid_r, up_r, _ = _inside(lids[:, 1], pix.unsqueeze(0), zero)
+        was_eye = _at(masks, grid_flat, eye_index)[:, 1]
+        cover = (was_eye - torch.maximum(lid_l, lid_r)).clamp(min=0.0)
+        lash = torch.exp(-0.5 * (torch.minimum(up_l, up_r) / 1.2) ** 2)  # dark line along the lid edge
+        paint = colors[2].view(1, 3, 1) * (1.0 - 0.6 * lash).unsqueeze(1)
+        flat = _composite(flat, eye_index, paint, cover)
         return flat.reshape(b, 3, rh, rw)
 
 
@@ -121,49 +135,79 @@ def _sample(field: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor) -> torc
     return F.grid_sample(field, g, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def _mouth_paint(poly: torch.Tensor, pix: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
-    """Soft inner-mouth mask and interior colour at pixels pix [K, 2] -> [B, 4, K] (rgb, alpha).
+def _at(masks: torch.Tensor, grid_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Sample masks [B, C, Rh, Rw] where the pixels `index` take their colour from -> [B, C, K]."""
+    g = grid_flat[:, index].unsqueeze(1)  # [B, 1, K, 2]
+    return F.grid_sample(masks, g, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, 0]
 
-    poly: [B, P, 2], the upper inner lip (right corner -> left corner, n points) followed by the
-    lower inner lip back (P = 2n - 2).
+
+def source_masks(mouth_ref: torch.Tensor, eye_ref: torch.Tensor, rh: int, rw: int) -> torch.Tensor:
+    """[1, 2, Rh, Rw]: the portrait's own mouth opening and eye openings, as the renderer sees them."""
+    index = torch.arange(rh * rw)
+    pix = _pixels(index, rw, mouth_ref.dtype).unsqueeze(0)
+    zero = torch.zeros(1, 1, dtype=mouth_ref.dtype)
+    mouth, _, _ = _inside(mouth_ref.unsqueeze(0), pix, zero)
+    left, _, _ = _inside(eye_ref[0].unsqueeze(0), pix, zero)
+    right, _, _ = _inside(eye_ref[1].unsqueeze(0), pix, zero)
+    return torch.stack([mouth, torch.maximum(left, right)], dim=1).reshape(1, 2, rh, rw)
+
+
+def _pixels(index: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """Flat region indices [K] -> pixel coordinates [K, 2] (x, y)."""
+    return torch.stack([torch.remainder(index, width), torch.div(index, width, rounding_mode="floor")],
+                       dim=-1).to(dtype)
+
+
+def _composite(flat: torch.Tensor, index: torch.Tensor, paint: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Blend paint [B, 3, K] over flat [B, 3, N] at index [K] with alpha [B, K]."""
+    idx = index.view(1, 1, -1).expand(flat.shape[0], 3, -1)
+    vals = torch.gather(flat, 2, idx)
+    return torch.scatter(flat, 2, idx, vals + alpha.unsqueeze(1) * (paint - vals))
+
+
+def _inside(poly: torch.Tensor, pts: torch.Tensor, ext: torch.Tensor):
+    """Soft inside-ness of points in a closed polygon, and distances to its two halves.
+
+    poly: [B, P, 2], upper contour (P/2 + 1 points, corner to corner) then the lower one back;
+    pts: [B or 1, K, 2]; ext: [B, 1] pixels by which to grow the polygon.
+    Returns alpha [B, K] in 0..1 and the distances [B, K] to the upper and the lower contour.
     """
     n_poly = poly.shape[1]
-    pts = pix.unsqueeze(0)  # [1, K, 2]
-    a = poly  # [B, P, 2]
+    a = poly
     c = torch.roll(poly, shifts=-1, dims=1)
-    px, py = pts[..., 0].unsqueeze(-1), pts[..., 1].unsqueeze(-1)  # [1, G, 1]
+    px, py = pts[..., 0].unsqueeze(-1), pts[..., 1].unsqueeze(-1)  # [B, K, 1]
     ax, ay, cx, cy = a[..., 0].unsqueeze(1), a[..., 1].unsqueeze(1), c[..., 0].unsqueeze(1), c[..., 1].unsqueeze(1)
-    # crossing-number parity (inside test)
-    straddle = (ay > py) != (cy > py)
+    straddle = (ay > py) != (cy > py)  # crossing-number parity
     denom = torch.where((cy - ay).abs() < 1e-6, torch.full_like(cy, 1e-6), cy - ay)
     x_cross = ax + (py - ay) * (cx - ax) / denom
-    crossings = (straddle & (px < x_cross)).to(pix.dtype).sum(-1)  # [B, K]
-    inside = torch.remainder(crossings, 2.0)
-    # distance to each edge
+    inside = torch.remainder((straddle & (px < x_cross)).to(pts.dtype).sum(-1), 2.0)  # [B, K]
     ex, ey = cx - ax, cy - ay
-    t = ((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey + 1e-6)
-    t = t.clamp(0.0, 1.0)
-    dist = torch.sqrt((px - ax - t * ex) ** 2 + (py - ay - t * ey) ** 2 + 1e-9)  # [B, G, P]
-    n_up = n_poly // 2 + 1  # upper lip has n = P/2 + 1 points -> n - 1 edges
+    t = (((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey + 1e-6)).clamp(0.0, 1.0)
+    dist = torch.sqrt((px - ax - t * ex) ** 2 + (py - ay - t * ey) ** 2 + 1e-9)  # [B, K, P]
+    n_up = n_poly // 2 + 1
     d_up = dist[..., : n_up - 1].amin(-1)
     d_lo = dist[..., n_up - 1:].amin(-1)
     edge = torch.minimum(d_up, d_lo)
     signed = torch.where(inside > 0.5, edge, -edge)
-    alpha = torch.sigmoid((signed + 1.0) / 0.6)  # reach 1 px past the lip line: covers its stretch
+    return torch.sigmoid((signed + ext) / 0.6), d_up, d_lo
+
+
+def _mouth_colour(poly: torch.Tensor, pix: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
+                  colors: torch.Tensor) -> torch.Tensor:
+    """Cavity with upper and lower teeth along the lips -> [B, 3, K]."""
+    n_up = poly.shape[1] // 2 + 1
     corner_r, corner_l = poly[:, 0], poly[:, n_up - 1]  # [B, 2]
     width = torch.sqrt(((corner_l - corner_r) ** 2).sum(-1) + 1e-6).unsqueeze(-1)  # [B, 1]
     center_x = ((corner_l[:, 0] + corner_r[:, 0]) * 0.5).unsqueeze(-1)
-    lateral = (1.0 - ((pts[..., 0] - center_x).abs() / (0.42 * width))).clamp(0.0, 1.0).sqrt()  # [B, G]
+    lateral = (1.0 - ((pix[:, 0].unsqueeze(0) - center_x).abs() / (0.42 * width))).clamp(0.0, 1.0).sqrt()
     teeth_up = torch.sigmoid((0.11 * width - d_up) / 0.8) * lateral
     teeth_lo = torch.sigmoid((0.06 * width - d_lo) / 0.8) * lateral * 0.8
     gap = (d_up + d_lo).clamp(min=1e-3)
     depth = 1.0 - 4.0 * (d_up / gap) * (d_lo / gap)  # 1 at the lips, 0 mid-mouth: darker inside
     cavity = colors[0].view(1, 3, 1) * (0.55 + 0.45 * depth.clamp(0.0, 1.0)).unsqueeze(1)
-    teeth = colors[1].view(1, 3, 1)
     tw = (teeth_up + teeth_lo).clamp(0.0, 1.0).unsqueeze(1)
     shade = (1.0 - 0.25 * teeth_lo / (teeth_up + teeth_lo + 1e-3)).unsqueeze(1)
-    rgb = cavity * (1.0 - tw) + teeth * shade * tw  # [B, 3, G]
-    return torch.cat([rgb, alpha.unsqueeze(1)], dim=1)
+    return cavity * (1.0 - tw) + colors[1].view(1, 3, 1) * shade * tw
 
 
 @dataclass
@@ -174,11 +218,13 @@ class AvatarRig:
     box: tuple[int, int, int, int]  # region x0, y0, x1, y1 in frame pixels
     flow_basis: np.ndarray  # [DIM, 2, gh, gw]
     jac_basis: np.ndarray  # [DIM, 4, gh, gw]
-    src_mouth: np.ndarray  # [1, 1, Rh, Rw]
-    mouth_index: np.ndarray  # [K] int64
-    mouth_ref: np.ndarray  # [P, 2]
-    mouth_basis: np.ndarray  # [P, 2, DIM]
-    colors: np.ndarray  # [2, 3]
+    mouth_index: np.ndarray  # [Km] int64
+    mouth_ref: np.ndarray  # [Pm, 2]
+    mouth_basis: np.ndarray  # [Pm, 2, DIM]
+    eye_index: np.ndarray  # [Ke] int64
+    eye_ref: np.ndarray  # [2, Pe, 2]
+    eye_basis: np.ndarray  # [2, Pe, 2, DIM]
+    colors: np.ndarray  # [3, 3]
     basis: M.MotionBasis
 
     @classmethod
@@ -240,59 +286,68 @@ class AvatarRig:
         poly_idx = list(T.inner_mouth_polygon())
         mouth_ref = lm[poly_idx, :2] - origin
         mouth_basis = basis.basis[poly_idx, :2, :]
-        src_mouth = _polygon_mask(mouth_ref, rh, rw)
-        mouth_index = _mouth_area(lm, basis, origin, rh, rw)
-        colors = _mouth_colors(frame, lm)
+        mouth_index = _reach(basis, list(T.inner_mouth_polygon()), origin, rh, rw, margin=2.0)
+        eye_idx = [list(T.eye_polygon("L")), list(T.eye_polygon("R"))]
+        eye_ref = np.stack([lm[i, :2] - origin for i in eye_idx])
+        eye_basis = np.stack([basis.basis[i, :2, :] for i in eye_idx])
+        eye_index = np.unique(np.concatenate([_reach(basis, i, origin, rh, rw, margin=2.0) for i in eye_idx]))
+        colors = _feature_colors(frame, lm)
         return cls(frame=frame, box=(x0, y0, x1, y1), flow_basis=flow.astype(np.float32),
-                   jac_basis=jac.astype(np.float32), src_mouth=src_mouth, mouth_index=mouth_index, mouth_ref=mouth_ref.astype(np.float32),
-                   mouth_basis=mouth_basis.astype(np.float32), colors=colors, basis=basis)
+                   jac_basis=jac.astype(np.float32), mouth_index=mouth_index, mouth_ref=mouth_ref.astype(np.float32),
+                   mouth_basis=mouth_basis.astype(np.float32), eye_index=eye_index,
+                   eye_ref=eye_ref.astype(np.float32), eye_basis=eye_basis.astype(np.float32), colors=colors,
+                   basis=basis)
 
     def tensors(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         x0, y0, x1, y1 = self.box
         src = torch.from_numpy(np.ascontiguousarray(self.frame[y0:y1, x0:x1])).permute(2, 0, 1)[None]
-        arrays = {"flow_basis": self.flow_basis, "jac_basis": self.jac_basis, "src_mouth": self.src_mouth,
-                  "mouth_ref": self.mouth_ref, "mouth_basis": self.mouth_basis, "colors": self.colors}
+        arrays = {"flow_basis": self.flow_basis, "jac_basis": self.jac_basis, "mouth_ref": self.mouth_ref,
+                  "mouth_basis": self.mouth_basis, "eye_ref": self.eye_ref, "eye_basis": self.eye_basis,
+                  "colors": self.colors}
         out = {"src": (src.to(dtype) / 255.0).to(device)}
         out["mouth_index"] = torch.from_numpy(self.mouth_index).to(device)
+        x0, y0, x1, y1 = self.box
+        out["src_masks"] = source_masks(torch.from_numpy(self.mouth_ref).to(dtype),
+                                        torch.from_numpy(self.eye_ref).to(dtype), y1 - y0, x1 - x0).to(device)
+        out["eye_index"] = torch.from_numpy(self.eye_index).to(device)
         out.update({k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrays.items()})
         return out
 
 
-def _polygon_mask(poly: np.ndarray, rh: int, rw: int) -> np.ndarray:
-    """Soft (4x supersampled) mask of a polygon given in region pixels -> [1, 1, Rh, Rw]."""
-    import cv2
-
-    hi = 4
-    m = np.zeros((rh * hi, rw * hi), np.uint8)
-    cv2.fillPoly(m, [np.round((poly + 0.5) * hi - 0.5).astype(np.int32)], 1)
-    soft = m.reshape(rh, hi, rw, hi).mean(axis=(1, 3)).astype(np.float32)
-    return soft[None, None]
-
-
-def _mouth_area(lm: np.ndarray, basis: M.MotionBasis, origin: np.ndarray, rh: int, rw: int) -> np.ndarray:
-    """Flat indices of the region pixels the inner mouth can reach over the whole motion range."""
-    poly_idx = list(T.inner_mouth_polygon())
-    extremes = [M.zeros()]
-    for name in ("jawOpen", "mouthFunnel", "mouthLowerDown_L", "mouthLowerDown_R", "mouthUpperUp_L",
-                 "mouthUpperUp_R", "mouthSmile_L", "mouthSmile_R", "mouthStretch_L", "mouthStretch_R"):
+def _extremes() -> np.ndarray:
+    """Motion vectors at the corners of what moves a facial feature: each expression at 1 and each
+    pose dimension at its limits, alone and combined with a wide-open mouth."""
+    out = [M.zeros()]
+    for i in range(len(M.EXPRESSIONS)):
         m = M.zeros()
-        m[M.index(name)] = 1.0
-        extremes.append(m)
-    m = M.zeros()
-    m[M.index("jawOpen")] = m[M.index("mouthLowerDown_L")] = m[M.index("mouthLowerDown_R")] = 1.0
-    m[M.index("mouthUpperUp_L")] = m[M.index("mouthUpperUp_R")] = 1.0
-    extremes.append(m)
-    pts = np.concatenate([basis.landmarks(e)[poly_idx, :2] for e in extremes]) - origin
-    pose_margin = 0.4 * basis.frame.scale  # head pose moves the mouth too
-    x0, y0 = np.floor(pts.min(0) - pose_margin).astype(int)
-    x1, y1 = np.ceil(pts.max(0) + pose_margin).astype(int)
+        m[i] = 1.0
+        out.append(m)
+    wide = M.zeros()
+    for name in ("jawOpen", "mouthLowerDown_L", "mouthLowerDown_R", "mouthUpperUp_L", "mouthUpperUp_R"):
+        wide[M.index(name)] = 1.0
+    out.append(wide)
+    for name in M.POSE:
+        for lim in M.RANGES[M.index(name)]:
+            for base in (M.zeros(), wide):
+                m = base.copy()
+                m[M.index(name)] = lim
+                out.append(m)
+    return np.stack(out)
+
+
+def _reach(basis: M.MotionBasis, idx: list[int], origin: np.ndarray, rh: int, rw: int,
+           margin: float) -> np.ndarray:
+    """Flat region-pixel indices of the box that landmarks `idx` can reach over all motions."""
+    pts = basis.landmarks(_extremes())[:, idx, :2].reshape(-1, 2) - origin
+    x0, y0 = np.floor(pts.min(0) - margin).astype(int)
+    x1, y1 = np.ceil(pts.max(0) + margin).astype(int)
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(rw, x1), min(rh, y1)
     ys, xs = np.mgrid[y0:y1, x0:x1]
     return (ys * rw + xs).ravel().astype(np.int64)
 
 
-def _mouth_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """Cavity and teeth colours matched to the portrait (a painting gets painted teeth)."""
+def _feature_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Cavity, teeth and eyelid colours matched to the portrait (a painting gets painted teeth)."""
     import cv2
 
     lips = np.zeros(frame.shape[:2], np.uint8)
@@ -304,7 +359,19 @@ def _mouth_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
     cavity = np.clip(lip * 0.28 + np.array([0.02, 0.0, 0.0]), 0, 1)
     tint = lip / max(lip.max(), 1e-3)
     teeth = np.clip(0.80 * np.array([0.93, 0.90, 0.84]) + 0.12 * tint, 0, 1)
-    return np.stack([cavity, teeth]).astype(np.float32)
+    # eyelid: the skin between the upper lid and the brow, just above the eye
+    lid_pts = []
+    for upper, brow in ((T.EYE_L_UPPER, T.BROW_L_LOWER), (T.EYE_R_UPPER, T.BROW_R_LOWER)):
+        for u in upper[2:-2]:
+            b = lm[brow, :2][np.argmin(np.abs(lm[brow, 0] - lm[u, 0]))]
+            for t in (0.3, 0.45):
+                lid_pts.append(lm[u, :2] * (1 - t) + b * t)
+    lid_pts = np.round(np.array(lid_pts)).astype(int)
+    h, w = frame.shape[:2]
+    lid_pts[:, 0] = np.clip(lid_pts[:, 0], 0, w - 1)
+    lid_pts[:, 1] = np.clip(lid_pts[:, 1], 0, h - 1)
+    lid = np.median(frame[lid_pts[:, 1], lid_pts[:, 0]].astype(np.float32) / 255.0, axis=0)
+    return np.stack([cavity, teeth, lid]).astype(np.float32)
 
 
 class AvatarRenderer:
