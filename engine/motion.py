@@ -204,8 +204,8 @@ def _expression_basis(q: np.ndarray) -> np.ndarray:
     }.items():
         still = _NOSE | _LIPS | set(oval) | _BROWS | {upper[0], upper[-1]}
         gap = {u: q[lo] - q[u] for u, lo in zip(upper[1:-1], lower[1:-1], strict=True)}
-        blink = {u: 0.86 * g for u, g in gap.items()}
-        blink.update({lo: -0.08 * gap[u] for u, lo in zip(upper[1:-1], lower[1:-1], strict=True)})
+        blink = {u: 0.9 * g for u, g in gap.items()}
+        blink.update({lo: -0.1 * gap[u] for u, lo in zip(upper[1:-1], lower[1:-1], strict=True)})
         put(f"eyeBlink_{s}", blink, still, 0.10)
         wide = {u: vec(y=-0.055) for u in upper[1:-1]}
         put(f"eyeWide_{s}", wide, still | set(lower), 0.10)

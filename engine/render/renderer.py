@@ -64,10 +64,11 @@ class Renderer(nn.Module):
         flow_basis: torch.Tensor,  # [DIM, 2, gh, gw] pixels per unit motion
         jac_basis: torch.Tensor,  # [DIM, 4, gh, gw] d(flow)/d(position), per unit motion
         src_masks: torch.Tensor,  # [1, 2, Rh, Rw] inside the portrait's own mouth / eye openings
-        mouth_index: torch.Tensor,  # [Km] int64 flat region-pixel indices the mouth can reach
+        mouth_px: torch.Tensor,  # [Hm, Wm, 2] region-pixel (x, y) of the box the mouth can reach
         mouth_ref: torch.Tensor,  # [Pm, 2] inner-lip polygon, region pixels
         mouth_basis: torch.Tensor,  # [Pm, 2, DIM]
-        eye_index: torch.Tensor,  # [Ke] int64 flat region-pixel indices around both eyes
+        eye_px_l: torch.Tensor,  # [Hl, Wl, 2] box the subject's left eye can reach
+        eye_px_r: torch.Tensor,  # [Hr, Wr, 2]
         eye_ref: torch.Tensor,  # [2, Pe, 2] eye-opening polygons (subject's left, right)
         eye_basis: torch.Tensor,  # [2, Pe, 2, DIM]
         colors: torch.Tensor,  # [3, 3] mouth cavity, teeth, eyelid skin
@@ -109,23 +110,23 @@ class Renderer(nn.Module):
         # mouth: paint where the lips are parted now but the source pixel was not inside the mouth
         poly = mouth_ref.unsqueeze(0) + torch.einsum("pcm,bm->bpc", mouth_basis, motion)  # [B, Pm, 2]
         height = lambda q: q[..., 1].amax(-1) - q[..., 1].amin(-1)  # noqa: E731
-        ext = (height(poly) - height(mouth_ref)).clamp(0.0, 1.0).view(b, 1)  # cover the stretched lip line
-        pix = _pixels(mouth_index, rw, src.dtype)
-        in_dst, d_up, d_lo = _inside(poly, pix.unsqueeze(0), ext)
-        in_src = _at(masks, grid_flat, mouth_index)[:, 0]
-        paint = _mouth_colour(poly, pix, d_up, d_lo, colors)  # [B, 3, Km]
-        flat = _composite(flat, mouth_index, paint, (in_dst - in_src).clamp(min=0.0))
+        growth = (height(poly) - height(mouth_ref)).clamp(min=0.0).view(b, 1)  # px the mouth opened by
+        ext = growth.clamp(max=1.0)  # grow the painted opening by up to 1 px: covers the stretched lip line
+        keep = torch.exp(-growth / 2.0)  # the portrait's own (stretched) mouth gap fades as the mouth opens
+        in_dst, d_up, d_lo = _inside_box(poly, mouth_px, ext)
+        idx = _flat_index(mouth_px, rw)
+        paint = _mouth_colour(poly, mouth_px.reshape(-1, 2), d_up, d_lo, colors)  # [B, 3, Km]
+        flat = _composite(flat, idx, paint, (in_dst - keep * _at(masks, grid_flat, idx)[:, 0]).clamp(min=0.0))
         # eyes: paint eyelid skin where the source pixel was eyeball but the lids now cover it
-        pix = _pixels(eye_index, rw, src.dtype)
-        lids = eye_ref.unsqueeze(0) + torch.einsum("epcm,bm->bepc", eye_basis, motion)  # [B, 2, Pe, 2]
         zero = torch.zeros(b, 1, dtype=src.dtype)
-        lid_l, up_l, _ = _inside(lids[:, 0], pix.unsqueeze(0), zero)
-        lid_r, up_r, _ = _inside(lids[:, 1], pix.unsqueeze(0), zero)
-        was_eye = _at(masks, grid_flat, eye_index)[:, 1]
-        cover = (was_eye - torch.maximum(lid_l, lid_r)).clamp(min=0.0)
-        lash = torch.exp(-0.5 * (torch.minimum(up_l, up_r) / 1.2) ** 2)  # dark line along the lid edge
-        paint = colors[2].view(1, 3, 1) * (1.0 - 0.6 * lash).unsqueeze(1)
-        flat = _composite(flat, eye_index, paint, cover)
+        for e, box in ((0, eye_px_l), (1, eye_px_r)):
+            lids = eye_ref[e].unsqueeze(0) + torch.einsum("pcm,bm->bpc", eye_basis[e], motion)  # [B, Pe, 2]
+            in_lid, d_up, _ = _inside_box(lids, box, zero)
+            idx = _flat_index(box, rw)
+            cover = (_at(masks, grid_flat, idx)[:, 1] - in_lid).clamp(min=0.0)
+            lash = torch.exp(-0.5 * (d_up / 1.2) ** 2)  # dark line along the lid edge
+            paint = colors[2].view(1, 3, 1) * (0.92 - 0.55 * lash).unsqueeze(1)  # lids are a shade darker
+            flat = _composite(flat, idx, paint, cover)
         return flat.reshape(b, 3, rh, rw)
 
 
@@ -135,27 +136,40 @@ def _sample(field: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor) -> torc
     return F.grid_sample(field, g, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def _at(masks: torch.Tensor, grid_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _at(masks: torch.Tensor, grid_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # noqa: D401
     """Sample masks [B, C, Rh, Rw] where the pixels `index` take their colour from -> [B, C, K]."""
     g = grid_flat[:, index].unsqueeze(1)  # [B, 1, K, 2]
     return F.grid_sample(masks, g, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, 0]
 
 
-def source_masks(mouth_ref: torch.Tensor, eye_ref: torch.Tensor, rh: int, rw: int) -> torch.Tensor:
-    """[1, 2, Rh, Rw]: the portrait's own mouth opening and eye openings, as the renderer sees them."""
-    index = torch.arange(rh * rw)
-    pix = _pixels(index, rw, mouth_ref.dtype).unsqueeze(0)
+def source_masks(mouth_ref: torch.Tensor, eye_ref: torch.Tensor, boxes: list[torch.Tensor],
+                 rh: int, rw: int) -> torch.Tensor:
+    """[1, 2, Rh, Rw]: the portrait's own mouth opening and eye openings, computed exactly as the
+    renderer computes the current ones (so zero motion paints nothing)."""
+    masks = torch.zeros(1, 2, rh * rw, dtype=mouth_ref.dtype)
     zero = torch.zeros(1, 1, dtype=mouth_ref.dtype)
-    mouth, _, _ = _inside(mouth_ref.unsqueeze(0), pix, zero)
-    left, _, _ = _inside(eye_ref[0].unsqueeze(0), pix, zero)
-    right, _, _ = _inside(eye_ref[1].unsqueeze(0), pix, zero)
-    return torch.stack([mouth, torch.maximum(left, right)], dim=1).reshape(1, 2, rh, rw)
+    for channel, poly, box in ((0, mouth_ref, boxes[0]), (1, eye_ref[0], boxes[1]), (1, eye_ref[1], boxes[2])):
+        alpha, _, _ = _inside_box(poly.unsqueeze(0), box, zero)
+        idx = _flat_index(box, rw)
+        masks[0, channel, idx] = torch.maximum(masks[0, channel, idx], alpha[0])
+    return masks.reshape(1, 2, rh, rw)
 
 
-def _pixels(index: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """Flat region indices [K] -> pixel coordinates [K, 2] (x, y)."""
-    return torch.stack([torch.remainder(index, width), torch.div(index, width, rounding_mode="floor")],
-                       dim=-1).to(dtype)
+def _flat_index(box: torch.Tensor, width: int) -> torch.Tensor:
+    """Box pixel coordinates [H, W, 2] -> flat region indices [H * W]."""
+    xy = box.reshape(-1, 2).round().to(torch.int64)
+    return xy[:, 1] * width + xy[:, 0]
+
+
+def _inside_box(poly: torch.Tensor, box: torch.Tensor, ext: torch.Tensor):
+    """`_inside` over every pixel of a box [H, W, 2], evaluated on every other pixel and upsampled
+    (signed distances are smooth, so this is 4x cheaper at the same sharpness) -> 3 x [B, H*W]."""
+    h, w = box.shape[0], box.shape[1]
+    half = box[::2, ::2]
+    signed, d_up, d_lo = _inside(poly, half.reshape(1, -1, 2), ext)
+    fields = torch.stack([signed, d_up, d_lo], dim=1).reshape(poly.shape[0], 3, half.shape[0], half.shape[1])
+    fields = F.interpolate(fields, size=(h, w), mode="bilinear", align_corners=True).flatten(2)
+    return torch.sigmoid(fields[:, 0] / 0.6), fields[:, 1], fields[:, 2]
 
 
 def _composite(flat: torch.Tensor, index: torch.Tensor, paint: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -170,7 +184,8 @@ def _inside(poly: torch.Tensor, pts: torch.Tensor, ext: torch.Tensor):
 
     poly: [B, P, 2], upper contour (P/2 + 1 points, corner to corner) then the lower one back;
     pts: [B or 1, K, 2]; ext: [B, 1] pixels by which to grow the polygon.
-    Returns alpha [B, K] in 0..1 and the distances [B, K] to the upper and the lower contour.
+    Returns the signed distance [B, K] to the grown outline (> 0 inside) and the distances [B, K]
+    to the upper and the lower contour.
     """
     n_poly = poly.shape[1]
     a = poly
@@ -189,7 +204,7 @@ def _inside(poly: torch.Tensor, pts: torch.Tensor, ext: torch.Tensor):
     d_lo = dist[..., n_up - 1:].amin(-1)
     edge = torch.minimum(d_up, d_lo)
     signed = torch.where(inside > 0.5, edge, -edge)
-    return torch.sigmoid((signed + ext) / 0.6), d_up, d_lo
+    return signed + ext, d_up, d_lo
 
 
 def _mouth_colour(poly: torch.Tensor, pix: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
@@ -218,10 +233,10 @@ class AvatarRig:
     box: tuple[int, int, int, int]  # region x0, y0, x1, y1 in frame pixels
     flow_basis: np.ndarray  # [DIM, 2, gh, gw]
     jac_basis: np.ndarray  # [DIM, 4, gh, gw]
-    mouth_index: np.ndarray  # [Km] int64
+    mouth_box: tuple[int, int, int, int]  # x0, y0, x1, y1 in region pixels
     mouth_ref: np.ndarray  # [Pm, 2]
     mouth_basis: np.ndarray  # [Pm, 2, DIM]
-    eye_index: np.ndarray  # [Ke] int64
+    eye_boxes: tuple[tuple[int, int, int, int], tuple[int, int, int, int]]  # subject's left, right
     eye_ref: np.ndarray  # [2, Pe, 2]
     eye_basis: np.ndarray  # [2, Pe, 2, DIM]
     colors: np.ndarray  # [3, 3]
@@ -286,15 +301,15 @@ class AvatarRig:
         poly_idx = list(T.inner_mouth_polygon())
         mouth_ref = lm[poly_idx, :2] - origin
         mouth_basis = basis.basis[poly_idx, :2, :]
-        mouth_index = _reach(basis, list(T.inner_mouth_polygon()), origin, rh, rw, margin=2.0)
+        mouth_box = _reach(basis, list(T.inner_mouth_polygon()), origin, rh, rw, margin=2.0)
         eye_idx = [list(T.eye_polygon("L")), list(T.eye_polygon("R"))]
         eye_ref = np.stack([lm[i, :2] - origin for i in eye_idx])
         eye_basis = np.stack([basis.basis[i, :2, :] for i in eye_idx])
-        eye_index = np.unique(np.concatenate([_reach(basis, i, origin, rh, rw, margin=2.0) for i in eye_idx]))
+        eye_boxes = tuple(_reach(basis, i, origin, rh, rw, margin=2.0) for i in eye_idx)
         colors = _feature_colors(frame, lm)
         return cls(frame=frame, box=(x0, y0, x1, y1), flow_basis=flow.astype(np.float32),
-                   jac_basis=jac.astype(np.float32), mouth_index=mouth_index, mouth_ref=mouth_ref.astype(np.float32),
-                   mouth_basis=mouth_basis.astype(np.float32), eye_index=eye_index,
+                   jac_basis=jac.astype(np.float32), mouth_box=mouth_box, mouth_ref=mouth_ref.astype(np.float32),
+                   mouth_basis=mouth_basis.astype(np.float32), eye_boxes=eye_boxes,
                    eye_ref=eye_ref.astype(np.float32), eye_basis=eye_basis.astype(np.float32), colors=colors,
                    basis=basis)
 
@@ -305,12 +320,11 @@ class AvatarRig:
                   "mouth_basis": self.mouth_basis, "eye_ref": self.eye_ref, "eye_basis": self.eye_basis,
                   "colors": self.colors}
         out = {"src": (src.to(dtype) / 255.0).to(device)}
-        out["mouth_index"] = torch.from_numpy(self.mouth_index).to(device)
-        x0, y0, x1, y1 = self.box
-        out["src_masks"] = source_masks(torch.from_numpy(self.mouth_ref).to(dtype),
-                                        torch.from_numpy(self.eye_ref).to(dtype), y1 - y0, x1 - x0).to(device)
-        out["eye_index"] = torch.from_numpy(self.eye_index).to(device)
         out.update({k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrays.items()})
+        boxes = [_box_pixels(bx, dtype) for bx in (self.mouth_box, *self.eye_boxes)]
+        out["src_masks"] = source_masks(torch.from_numpy(self.mouth_ref).to(dtype),
+                                        torch.from_numpy(self.eye_ref).to(dtype), boxes, y1 - y0, x1 - x0).to(device)
+        out["mouth_px"], out["eye_px_l"], out["eye_px_r"] = (bx.to(device) for bx in boxes)
         return out
 
 
@@ -335,15 +349,24 @@ def _extremes() -> np.ndarray:
     return np.stack(out)
 
 
+def _box_pixels(box: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor:
+    x0, y0, x1, y1 = box
+    ys, xs = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+    return torch.stack([xs, ys], dim=-1).to(dtype)
+
+
 def _reach(basis: M.MotionBasis, idx: list[int], origin: np.ndarray, rh: int, rw: int,
-           margin: float) -> np.ndarray:
-    """Flat region-pixel indices of the box that landmarks `idx` can reach over all motions."""
+           margin: float) -> tuple[int, int, int, int]:
+    """The box (odd width and height, for exact 2x subsampling) that landmarks `idx` can reach."""
     pts = basis.landmarks(_extremes())[:, idx, :2].reshape(-1, 2) - origin
     x0, y0 = np.floor(pts.min(0) - margin).astype(int)
     x1, y1 = np.ceil(pts.max(0) + margin).astype(int)
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(rw, x1), min(rh, y1)
-    ys, xs = np.mgrid[y0:y1, x0:x1]
-    return (ys * rw + xs).ravel().astype(np.int64)
+    if (x1 - x0) % 2 == 0:
+        x1, x0 = (x1 + 1, x0) if x1 < rw else (x1, x0 + 1)
+    if (y1 - y0) % 2 == 0:
+        y1, y0 = (y1 + 1, y0) if y1 < rh else (y1, y0 + 1)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def _feature_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
