@@ -155,6 +155,7 @@ class EspeakTTS:
             lib.espeak_Initialize.restype = ctypes.c_int
             lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
             lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
@@ -171,7 +172,6 @@ class EspeakTTS:
     @staticmethod
     def _set_by_language(lib: ctypes.CDLL, language: str) -> bool:
         spec = _Voice(name=None, languages=language.encode(), identifier=None, gender=0, age=0, variant=0)
-        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
         return lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == 0
 
     def voices(self) -> list[VoiceInfo]:

@@ -48,7 +48,8 @@ class RendererConfig:
     smooth: float = 0.8
     """Gaussian blur of the flow basis, in grid cells."""
     mouth_interior: bool = True
-    """Paint cavity and teeth where the mouth opens wider than in the portrait."""
+    """Paint cavity and teeth where the mouth opens wider than in the portrait, and eyelid skin
+    where closing lids cover the eyes (off: the plain warp, for comparison)."""
 
 
 class Renderer(nn.Module):
@@ -136,7 +137,7 @@ def _sample(field: torch.Tensor, pos: torch.Tensor, scale: torch.Tensor) -> torc
     return F.grid_sample(field, g, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def _at(masks: torch.Tensor, grid_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # noqa: D401
+def _at(masks: torch.Tensor, grid_flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Sample masks [B, C, Rh, Rw] where the pixels `index` take their colour from -> [B, C, K]."""
     g = grid_flat[:, index].unsqueeze(1)  # [B, 1, K, 2]
     return F.grid_sample(masks, g, mode="bilinear", padding_mode="zeros", align_corners=True)[:, :, 0]
@@ -180,7 +181,7 @@ def _composite(flat: torch.Tensor, index: torch.Tensor, paint: torch.Tensor, alp
 
 
 def _inside(poly: torch.Tensor, pts: torch.Tensor, ext: torch.Tensor):
-    """Soft inside-ness of points in a closed polygon, and distances to its two halves.
+    """Signed distance of points to a closed polygon, and their distances to its two halves.
 
     poly: [B, P, 2], upper contour (P/2 + 1 points, corner to corner) then the lower one back;
     pts: [B or 1, K, 2]; ext: [B, 1] pixels by which to grow the polygon.
@@ -301,11 +302,12 @@ class AvatarRig:
         poly_idx = list(T.inner_mouth_polygon())
         mouth_ref = lm[poly_idx, :2] - origin
         mouth_basis = basis.basis[poly_idx, :2, :]
-        mouth_box = _reach(basis, list(T.inner_mouth_polygon()), origin, rh, rw, margin=2.0)
+        reach = basis.landmarks(_extremes())[..., :2] - origin  # [n_extremes, 478, 2]
+        mouth_box = _reach(reach, poly_idx, rh, rw, margin=2.0)
         eye_idx = [list(T.eye_polygon("L")), list(T.eye_polygon("R"))]
         eye_ref = np.stack([lm[i, :2] - origin for i in eye_idx])
         eye_basis = np.stack([basis.basis[i, :2, :] for i in eye_idx])
-        eye_boxes = tuple(_reach(basis, i, origin, rh, rw, margin=2.0) for i in eye_idx)
+        eye_boxes = tuple(_reach(reach, i, rh, rw, margin=2.0) for i in eye_idx)
         colors = _feature_colors(frame, lm)
         return cls(frame=frame, box=(x0, y0, x1, y1), flow_basis=flow.astype(np.float32),
                    jac_basis=jac.astype(np.float32), mouth_box=mouth_box, mouth_ref=mouth_ref.astype(np.float32),
@@ -355,10 +357,10 @@ def _box_pixels(box: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Ten
     return torch.stack([xs, ys], dim=-1).to(dtype)
 
 
-def _reach(basis: M.MotionBasis, idx: list[int], origin: np.ndarray, rh: int, rw: int,
-           margin: float) -> tuple[int, int, int, int]:
-    """The box (odd width and height, for exact 2x subsampling) that landmarks `idx` can reach."""
-    pts = basis.landmarks(_extremes())[:, idx, :2].reshape(-1, 2) - origin
+def _reach(reach: np.ndarray, idx: list[int], rh: int, rw: int, margin: float) -> tuple[int, int, int, int]:
+    """The box (odd width and height, for exact 2x subsampling) that landmarks `idx` can reach,
+    given their region-pixel positions at the motion extremes `reach` [n, 478, 2]."""
+    pts = reach[:, idx].reshape(-1, 2)
     x0, y0 = np.floor(pts.min(0) - margin).astype(int)
     x1, y1 = np.ceil(pts.max(0) + margin).astype(int)
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(rw, x1), min(rh, y1)
