@@ -14,6 +14,7 @@ import tyro
 
 from engine import paths
 from engine.data.animator import AnimatorConfig
+from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
 from engine.face.image import PortraitError
 from engine.logs import setup_logging
@@ -131,6 +132,46 @@ class Bench:
         return 0
 
 
+@dataclass
+class DataBuild:
+    """Build (or resume) a sharded training corpus from TTS: speech, singing, pose and hard scenarios."""
+
+    out: Path
+    """Corpus folder (created; an interrupted build resumes when run again with the same settings)."""
+    build: Annotated[BuildConfig, Flat] = field(default_factory=BuildConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from engine.data.build import build
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn()) as progress:
+            summary = build(self.out, self.build, progress)
+        log.info("Corpus %s: %d clips, %.2f h, %d voices; %s", self.out, summary["clips"], summary["hours"],
+                 summary["voices"], ", ".join(f"{k} {v['seconds'] / 60:.1f} min"
+                                              for k, v in summary["scenarios"].items()))
+        return 0
+
+
+@dataclass
+class _Group:
+    """A group of commands (run `talkcam GROUP --help`)."""
+
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        log.error("Give a command: %s", "; ".join(f"talkcam {g} {{{','.join(c)}}}" for g, (c, _) in GROUPS.items()))
+        return 2
+
+
 def _check_size(size: tuple[int, int]) -> None:
     w, h = size
     if not (64 <= w <= 1920 and 64 <= h <= 1080):
@@ -138,11 +179,19 @@ def _check_size(size: tuple[int, int]) -> None:
 
 
 COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench}
+GROUPS = {"data": ({"build": DataBuild}, "Training data: build a TTS corpus, ingest real talking videos.")}
 
 
 def main(argv: list[str] | None = None) -> int:
-    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="talkcam",
-                                               description="talkcam: a live talking avatar from one portrait.")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in GROUPS:
+        commands, text = GROUPS[argv[0]]
+        cmd = tyro.extras.subcommand_cli_from_dict(commands, args=argv[1:], prog=f"talkcam {argv[0]}",
+                                                   description=text)
+    else:
+        cmd = tyro.extras.subcommand_cli_from_dict(
+            {**COMMANDS, **{g: _Group for g in GROUPS}}, args=argv, prog="talkcam",
+            description="talkcam: a live talking avatar from one portrait.")
     setup_logging(cmd.common.log_level, paths.log_dir())
     try:
         return cmd.run()

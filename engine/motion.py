@@ -198,7 +198,7 @@ def _expression_basis(q: np.ndarray) -> np.ndarray:
         w_lo = _side_weight(q, tuple(_LOWER_LIP), s)
         put(f"mouthLowerDown_{s}", {i: w * vec(y=0.08) for i, w in w_lo.items()}, still_face | _UPPER_LIP, 0.12)
     # eyes
-    for s, (upper, lower, brow_u, brow_l, iris) in {
+    for s, (upper, lower, brow_u, brow_l, _iris) in {
         "L": (T.EYE_L_UPPER, T.EYE_L_LOWER, T.BROW_L_UPPER, T.BROW_L_LOWER, T.IRIS_L),
         "R": (T.EYE_R_UPPER, T.EYE_R_LOWER, T.BROW_R_UPPER, T.BROW_R_LOWER, T.IRIS_R),
     }.items():

@@ -35,6 +35,8 @@ class AnimatorConfig:
     """Mean seconds between blinks."""
     head_motion: float = 1.0
     """Scale of head sway and nods (0 = still)."""
+    head_turns: float = 0.0
+    """Large deliberate head turns and nods per minute, up to the renderer's pose limits (0 = none)."""
     seed: int = 0
     """Random seed for blinks, sway and gaze (same seed, same animation)."""
 
@@ -94,10 +96,41 @@ class ProceduralAnimator:
             weights = rng.uniform(0.5, 1.0, 4)
             wave = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0)
             motion[:, M.index(name)] += amp * a * wave / weights.sum() * 1.6
+        if self.config.head_turns > 0:
+            self._turns(motion, t, rng)
         if energy is not None:
             onsets = np.clip(np.diff(energy, prepend=energy[:1]), 0, None)
             nod = gaussian_filter1d(onsets, sigma=fps * 0.12)
             motion[:, M.index("headPitch")] += amp * 0.25 * nod / max(nod.max(), 1e-6) * 0.12
+
+    def _turns(self, motion: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> None:
+        """Piecewise poses: ease (smoothstep) to a target, hold, move on; targets reach 95% of the range."""
+        names = ("headYaw", "headPitch", "headRoll")
+        hi = np.array([M.RANGES[M.index(n)][1] for n in names]) * 0.95
+        rate = self.config.head_turns / 60.0
+        poses = np.zeros((len(t), 3))
+        now, cur = 0.0, np.zeros(3)
+        end = t[-1] if len(t) else 0.0
+        while now < end:
+            kind = rng.choice(["turn", "nod", "tilt", "home"], p=[0.4, 0.3, 0.15, 0.15])
+            tgt = np.zeros(3)
+            if kind == "turn":
+                tgt[0] = rng.choice([-1, 1]) * rng.uniform(0.4, 1.0) * hi[0]
+                tgt[1] = rng.normal(0, 0.2) * hi[1]
+            elif kind == "nod":
+                tgt[1] = rng.choice([-1, 1]) * rng.uniform(0.4, 1.0) * hi[1]
+            elif kind == "tilt":
+                tgt[2] = rng.choice([-1, 1]) * rng.uniform(0.4, 1.0) * hi[2]
+                tgt[0] = rng.normal(0, 0.2) * hi[0]
+            move, hold = rng.uniform(0.25, 0.7), rng.exponential(1.0 / max(rate, 1e-3))
+            x = np.clip((t - now) / move, 0, 1)
+            ease = x * x * (3 - 2 * x)
+            sel = t >= now
+            poses[sel] = cur + (tgt - cur) * ease[sel, None]
+            now += move + min(hold, 4.0)
+            cur = tgt
+        for k, n in enumerate(names):
+            motion[:, M.index(n)] += poses[:, k]
 
     def _gaze(self, motion: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> None:
         gx = np.zeros(len(t))

@@ -25,6 +25,7 @@ _INIT_PHONEME_IPA = 0x0002
 _INIT_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_SSML = 0x10
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _EVENT_END = 5
@@ -199,7 +200,8 @@ class EspeakTTS:
                 i += 1
             return out
 
-    def synthesize(self, text: str) -> Utterance:
+    def synthesize(self, text: str, ssml: bool = False) -> Utterance:
+        """Speak `text` (SSML markup such as <break>, <emphasis>, <prosody> when `ssml`)."""
         text = text.strip()
         if not text:
             raise TTSError("Nothing to say: the text is empty.")
@@ -231,7 +233,8 @@ class EspeakTTS:
             lib.espeak_SetParameter(_PARAM_VOLUME, 100, 0)
             lib.espeak_SetSynthCallback(callback)
             data = text.encode("utf-8")
-            err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0,
+                                   _CHARS_UTF8 | (_SSML if ssml else 0), None, None)
             lib.espeak_Synchronize()
             sample_rate = self._rate
         if err != 0:
@@ -245,7 +248,9 @@ class EspeakTTS:
 
 def _phonemes_from_events(events: list[tuple[int, int, str]], duration: float) -> list[Phoneme]:
     """Phoneme events give starts; each phoneme ends where the next event (or the audio) begins."""
-    starts = [(pos / 1000.0, ipa) for typ, pos, ipa in events if typ == _EVENT_PHONEME and ipa.strip()]
+    # "(en)"-style entries are espeak's language-switch markers, not sounds
+    starts = [(pos / 1000.0, ipa) for typ, pos, ipa in events
+              if typ == _EVENT_PHONEME and ipa.strip() and not ipa.strip().startswith("(")]
     boundaries = sorted({pos / 1000.0 for typ, pos, _ in events if typ in (_EVENT_END, _EVENT_MSG_TERMINATED)})
     out: list[Phoneme] = []
     for i, (t0, ipa) in enumerate(starts):

@@ -1,0 +1,97 @@
+"""Log-mel features in torch, identical offline and streaming.
+
+Frames are not centred: mel frame k covers samples [k*hop, k*hop + win). With hop = 10 ms at
+16 kHz and video at 25 fps there are exactly 4 mel frames per video frame, and video frame n
+(time [n/25, (n+1)/25)) owns mel frames 4n..4n+3. A streaming caller that has received the
+samples up to mel frame k's window end computes the same values as the offline pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.audio.io import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Log-mel front end settings (shared by the data engine and every audio model)."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    f_min: float = 40.0
+    f_max: float = 7600.0
+    fps: float = 25.0
+    """Video frame rate the features are aligned to."""
+
+    @property
+    def mels_per_frame(self) -> int:
+        per = self.sample_rate / self.fps / self.hop_length
+        if abs(per - round(per)) > 1e-9:
+            raise ValueError(f"hop {self.hop_length} does not divide one video frame at {self.fps} fps")
+        return int(round(per))
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.mels_per_frame * self.hop_length
+
+
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+    """Slaney-style triangular filters on the HTK mel scale, [n_mels, n_fft // 2 + 1]."""
+
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, cfg.sample_rate / 2, cfg.n_fft // 2 + 1)
+    pts = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(cfg.f_max), cfg.n_mels + 2))
+    lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
+    up = (freqs[None] - lo) / (mid - lo)
+    down = (hi - freqs[None]) / (hi - mid)
+    fb = np.clip(np.minimum(up, down), 0, None)
+    fb *= (2.0 / (hi - lo))  # equal area
+    return fb.astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Audio [B, S] (float, 16 kHz) -> log-mel [B, F, n_mels] with F = (S - win) // hop + 1."""
+
+    def __init__(self, config: MelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MelConfig()
+        cfg = self.config
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
+        self.register_buffer("fb", torch.from_numpy(mel_filterbank(cfg)), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if audio.shape[-1] < cfg.win_length:
+            return audio.new_zeros(audio.shape[0], 0, cfg.n_mels)
+        frames = audio.unfold(-1, cfg.win_length, cfg.hop_length)  # [B, F, win]
+        spec = torch.fft.rfft(frames * self.window, n=cfg.n_fft).abs().pow(2)
+        mel = spec @ self.fb.T
+        return torch.log(mel + 1e-6)
+
+
+def log_mel(audio: np.ndarray, config: MelConfig | None = None, n_frames: int | None = None) -> np.ndarray:
+    """Offline helper: mono 16 kHz audio -> [F, n_mels] float32, padded so that `n_frames` video frames
+    (default: all the audio) have their 4 mel frames each."""
+    cfg = config or MelConfig()
+    per = cfg.samples_per_frame
+    if n_frames is None:
+        n_frames = int(np.ceil(len(audio) / per))
+    need = n_frames * per + cfg.win_length - cfg.hop_length
+    padded = np.zeros(need, np.float32)
+    padded[: min(len(audio), need)] = audio[:need]
+    with torch.no_grad():
+        mel = LogMel(cfg)(torch.from_numpy(padded)[None])[0]
+    return mel[: n_frames * cfg.mels_per_frame].numpy()

@@ -1,0 +1,148 @@
+"""The corpus format: shards of clips in safetensors, a JSON-lines manifest, and readers.
+
+A corpus folder holds
+  shard-00000.safetensors ...   clips, concatenated per array (layout below)
+  manifest.jsonl                one line per clip: id, shard, index, scenario, language, voice,
+                                style, text, duration (s), frames, augment record
+  corpus.json                   how it was built (command arguments) and totals per scenario/language
+
+Shard arrays (clip i is rows offsets[i]:offsets[i+1] of each array):
+  audio         int16  [S]              16 kHz mono, scaled by 32767
+  audio_offsets int64  [n+1]
+  mel           float16 [4T, 80]        log-mel (engine.audio.features), 4 per video frame
+  motion        float32 [T, 33]         motion latent per 25 fps frame (engine.motion)
+  viseme        int8   [T]              viseme class per frame (index into VISEME_NAMES; -1 unknown)
+  frame_offsets int64  [n+1]
+Shard metadata (strings): format = "talkcam-shard-v1", clips = JSON list of per-clip records
+(everything in the manifest line plus phonemes [[ipa, start, end], ...] and, for songs, notes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from engine.data.visemes import VISEMES
+
+FORMAT = "talkcam-shard-v1"
+FPS = 25
+VISEME_NAMES = tuple(VISEMES)
+SCENARIOS = ("speech", "singing", "pose", "hard", "real")
+
+
+@dataclass
+class Clip:
+    """One clip: 16 kHz audio, its mel frames, motion and viseme label per video frame, and its record."""
+
+    audio: np.ndarray
+    mel: np.ndarray
+    motion: np.ndarray
+    viseme: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return len(self.motion)
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+def write_shard(path: Path, clips: list[Clip]) -> None:
+    """Write atomically (temp file + rename), so an interrupted build never leaves a half shard."""
+    a_off = np.cumsum([0] + [len(c.audio) for c in clips]).astype(np.int64)
+    f_off = np.cumsum([0] + [c.frames for c in clips]).astype(np.int64)
+    tensors = {
+        "audio": np.concatenate([np.round(np.clip(c.audio, -1, 1) * 32767).astype(np.int16) for c in clips]),
+        "audio_offsets": a_off,
+        "mel": np.concatenate([c.mel.astype(np.float16) for c in clips]),
+        "motion": np.concatenate([c.motion.astype(np.float32) for c in clips]),
+        "viseme": np.concatenate([c.viseme.astype(np.int8) for c in clips]),
+        "frame_offsets": f_off,
+    }
+    meta = {"format": FORMAT, "clips": json.dumps([c.info for c in clips], ensure_ascii=False)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def shard_records(path: Path) -> list[dict] | None:
+    """The clip records of a finished shard, or None when the file is missing or not a valid shard."""
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                return None
+            return json.loads(meta["clips"])
+    except (OSError, ValueError, KeyError, SafetensorError):  # missing, truncated or foreign file
+        return None
+
+
+def read_shard(path: Path) -> list[Clip]:
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a talkcam shard (format {meta.get('format')!r})")
+        arr = {k: f.get_tensor(k) for k in f.keys()}
+    infos = json.loads(meta["clips"])
+    a, fo = arr["audio_offsets"], arr["frame_offsets"]
+    m = len(arr["mel"]) // max(int(fo[-1]), 1) if fo[-1] else 4
+    out = []
+    for i, info in enumerate(infos):
+        out.append(Clip(
+            audio=arr["audio"][a[i]:a[i + 1]].astype(np.float32) / 32767.0,
+            mel=arr["mel"][fo[i] * m:fo[i + 1] * m].astype(np.float32),
+            motion=arr["motion"][fo[i]:fo[i + 1]],
+            viseme=arr["viseme"][fo[i]:fo[i + 1]],
+            info=info,
+        ))
+    return out
+
+
+def manifest_line(info: dict, shard: int, index: int) -> dict:
+    keep = {k: v for k, v in info.items() if k not in ("phonemes", "notes")}
+    return {**keep, "shard": shard, "index": index}
+
+
+def read_manifest(root: Path) -> list[dict]:
+    path = Path(root) / "manifest.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{root} is not a corpus (no manifest.jsonl); build one with `talkcam data build`.")
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def write_manifest(root: Path, shards: dict[int, list[dict]], summary_args: dict) -> dict:
+    """manifest.jsonl (sorted by shard, so the same seed gives the same file) and corpus.json totals."""
+    lines, totals = [], {"clips": 0, "seconds": 0.0, "frames": 0, "scenarios": {}, "languages": {}}
+    voices = set()
+    for k in sorted(shards):
+        for i, info in enumerate(shards[k]):
+            lines.append(json.dumps(manifest_line(info, k, i), ensure_ascii=False, sort_keys=True))
+            totals["clips"] += 1
+            totals["seconds"] += info["duration"]
+            totals["frames"] += info["frames"]
+            for key, name in (("scenarios", info["scenario"]), ("languages", info.get("language", "?"))):
+                slot = totals[key].setdefault(name, {"clips": 0, "seconds": 0.0})
+                slot["clips"] += 1
+                slot["seconds"] += info["duration"]
+            voices.add(info.get("voice", "?"))
+    totals["voices"] = len(voices)
+    totals["hours"] = totals["seconds"] / 3600
+    tmp = Path(root) / "manifest.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n", "utf-8")
+    os.replace(tmp, Path(root) / "manifest.jsonl")
+    summary = {"format": FORMAT, "args": summary_args, "shards": len(shards), **totals}
+    (Path(root) / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
+    return summary
+
+
+def viseme_index(name: str) -> int:
+    return VISEME_NAMES.index(name)
