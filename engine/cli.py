@@ -16,6 +16,7 @@ from engine import paths
 from engine.data.animator import AnimatorConfig
 from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
+from engine.eval.evaluate import EvalConfig
 from engine.face.image import PortraitError
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
@@ -162,6 +163,87 @@ class DataBuild:
 
 
 @dataclass
+class DataIngest:
+    """Turn a real talking video into a corpus shard: motion fitted from its face landmarks per frame, audio features."""
+
+    video: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="VIDEO")]
+    out: Path
+    """Corpus folder to add the clip to (created if needed; the manifest is rewritten)."""
+    audio: Path | None = None
+    """Sound track, when the video has none of its own (any audio file)."""
+    max_seconds: float | None = None
+    """Only the first seconds of the video."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.data.ingest import ingest
+
+        info = ingest(self.video, self.out, audio=self.audio, max_seconds=self.max_seconds)
+        log.info("Added %s to %s: %d frames, face found on %.0f%%", info["id"], self.out, info["frames"],
+                 100 * info["source"]["face_found"])
+        return 0
+
+
+@dataclass
+class Eval:
+    """Render a portrait speaking, re-measure the rendered frames, write a report (JSON, Markdown, plots).
+
+    One clip: --audio FILE (any audio, or a video with sound) or --text TEXT (espeak-ng; phoneme ground
+    truth), optionally --reference-video of the real speaker. A corpus: --corpus DIR (held-out clips).
+    """
+
+    portrait: Path | None = None
+    """Portrait image. Default: the bundled portrait."""
+    audio: Path | None = None
+    text: str = ""
+    """Speak this with espeak-ng instead of --audio (lip sync is then scored against the phonemes)."""
+    reference_video: Path | None = None
+    """The real speaker's video for --audio: lip sync is scored against their mouth curve."""
+    corpus: Path | None = None
+    """Evaluate on the clips of this corpus (see `talkcam data build --split heldout`)."""
+    scenarios: tuple[str, ...] = ("speech", "singing", "hard")
+    clips: int = 8
+    """Clips per scenario with --corpus."""
+    source: str = "procedural"
+    """Motion source: procedural, reference (fitted from --reference-video), corpus (stored motion)."""
+    out: Path = Path("report")
+    eval: Annotated[EvalConfig, Flat] = field(default_factory=EvalConfig)
+    tts: Annotated[TTSConfig, Flat] = field(default_factory=TTSConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.evaluate import evaluate, evaluate_corpus
+
+        _check_size(self.eval.size)
+        portrait = self.portrait or paths.default_portrait()
+        if self.corpus is not None:
+            summary = evaluate_corpus(self.corpus, portrait, self.out, tuple(self.scenarios), self.clips, self.source,
+                                      self.eval, self.common.avatar_cache())
+            log.info("Report: %s\n%s", self.out / "corpus_report.md", (self.out / "corpus_report.md").read_text())
+            return 0 if summary["scenarios"] else 2
+        phonemes = None
+        audio = self.audio
+        if self.text:
+            if audio is not None:
+                raise ValueError("Give --audio or --text, not both.")
+            from engine.audio.io import SAMPLE_RATE, resample
+            from engine.data.tts import EspeakTTS
+            from engine.sinks.wav import write_wav
+
+            utt = EspeakTTS(self.tts).synthesize(self.text)
+            audio = self.out / "speech.wav"
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_wav(audio, resample(utt.audio, utt.sample_rate, SAMPLE_RATE), SAMPLE_RATE)
+            phonemes = utt.phonemes
+        if audio is None:
+            raise ValueError("Give --audio FILE, --text TEXT or --corpus DIR.")
+        evaluate(portrait, audio, self.out, self.reference_video, self.source, self.eval,
+                 self.common.avatar_cache(), phonemes=phonemes)
+        log.info("Report: %s\n%s", self.out / "report.md", (self.out / "report.md").read_text())
+        return 0
+
+
+@dataclass
 class _Group:
     """A group of commands (run `talkcam GROUP --help`)."""
 
@@ -178,8 +260,8 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
-COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench}
-GROUPS = {"data": ({"build": DataBuild}, "Training data: build a TTS corpus, ingest real talking videos.")}
+COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos.")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cmd.common.log_level, paths.log_dir())
     try:
         return cmd.run()
-    except (PortraitError, TTSError, RecorderError, ValueError) as exc:
+    except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         log.debug("details", exc_info=True)
         return 2

@@ -45,15 +45,21 @@ class ProceduralAnimator:
     def __init__(self, config: AnimatorConfig | None = None) -> None:
         self.config = config or AnimatorConfig()
 
-    def animate(self, phonemes: list[Phoneme], n_frames: int, fps: float,
+    def animate(self, phonemes: list[Phoneme] | None, n_frames: int, fps: float,
                 audio: np.ndarray | None = None, sample_rate: int | None = None) -> np.ndarray:
-        """Motion [n_frames, DIM] for frames covering [n/fps, (n+1)/fps)."""
+        """Motion [n_frames, DIM] for frames covering [n/fps, (n+1)/fps). Without phonemes (any real
+        recording) the mouth follows the audio alone (`mouth_from_audio`)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         t = (np.arange(n_frames) + 0.5) / fps
         motion = np.zeros((n_frames, M.DIM), np.float32)
         energy = _energy(audio, sample_rate, t, fps) if audio is not None and sample_rate else None
-        motion += self.mouth(phonemes, t, energy)
+        if phonemes is None:
+            if audio is None or not sample_rate:
+                raise ValueError("the procedural animator needs phonemes or audio")
+            motion += self.mouth_from_audio(audio, sample_rate, t)
+        else:
+            motion += self.mouth(phonemes, t, energy)
         blink = _blinks(t, cfg.blink_interval, rng)
         motion[:, M.index("eyeBlink_L")] = blink
         motion[:, M.index("eyeBlink_R")] = blink
@@ -78,10 +84,46 @@ class ProceduralAnimator:
             num += d[:, None] * target_vector(vis)[None]
             den += d
         mouth = num / den[:, None]
+        # closure constraint: p/b/m must close the lips and f/v must touch lip to teeth, however fast the
+        # speech: at each such phoneme the mouth is pulled all the way to its target around its centre
+        for ph in phonemes:
+            vis = viseme_of(ph.ipa)
+            if vis not in ("PP", "FF"):
+                continue
+            center = (ph.start + ph.end) / 2 - cfg.anticipation
+            width = max((ph.end - ph.start) / 2, 0.03)
+            w = np.exp(-0.5 * ((t - center) / width) ** 2)[:, None]
+            mouth = (1 - w) * mouth + w * target_vector(vis)[None]
         if energy is not None:
             activity = np.clip(energy * 3.0, 0.0, 1.0)
             mouth *= (0.25 + 0.75 * activity)[:, None]
             mouth[:, M.index("jawOpen")] *= 0.85 + 0.3 * energy
+        return (mouth * cfg.articulation).astype(np.float32)
+
+    def mouth_from_audio(self, audio: np.ndarray, sr: int, t: np.ndarray) -> np.ndarray:
+        """Energy-driven mouth for audio without phonemes: the jaw follows the loudness of the speech band
+        (300-3000 Hz, log-compressed), lips round when the spectrum is dark, and close in pauses."""
+        from scipy.signal import butter, sosfiltfilt
+
+        cfg = self.config
+        x = audio.astype(np.float64)
+        band = sosfiltfilt(butter(4, [300, min(3000, sr / 2 - 1)], "bandpass", fs=sr, output="sos"), x)
+        high = sosfiltfilt(butter(4, min(2500, sr / 2 - 1), "highpass", fs=sr, output="sos"), x)
+        shifted = t - cfg.anticipation  # mouths move before their sound: sample the audio a little later
+        e_band = _rms_at(band, sr, t + cfg.anticipation)
+        e_high = _rms_at(high, sr, shifted + 2 * cfg.anticipation)
+        db = 20 * np.log10(e_band + 1e-5)
+        lo, hi = np.percentile(db, 10), np.percentile(db, 97)
+        o = np.clip((db - lo - 0.25 * (hi - lo)) / max(0.75 * (hi - lo), 1e-3), 0, 1)
+        o = gaussian_filter1d(o, 0.8)
+        bright = np.clip(e_high / (e_band + 1e-5), 0, 2) / 2
+        mouth = np.zeros((len(t), M.DIM))
+        mouth[:, M.index("jawOpen")] = 0.55 * o
+        mouth[:, M.index("mouthLowerDown_L")] = mouth[:, M.index("mouthLowerDown_R")] = 0.15 * o
+        rounded = np.clip(0.6 - bright, 0, 1) * o
+        mouth[:, M.index("mouthFunnel")] = 0.5 * rounded
+        mouth[:, M.index("mouthPucker")] = 0.3 * rounded
+        mouth[:, M.index("mouthStretch_L")] = mouth[:, M.index("mouthStretch_R")] = 0.2 * bright * o
         return (mouth * cfg.articulation).astype(np.float32)
 
     def _head(self, motion: np.ndarray, t: np.ndarray, fps: float, energy: np.ndarray | None,
@@ -156,6 +198,14 @@ def _energy(audio: np.ndarray, sr: int, t: np.ndarray, fps: float) -> np.ndarray
     rms = np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
     ref = np.percentile(rms, 95) if len(rms) else 1.0
     return np.clip(rms / max(ref, 1e-4), 0.0, 1.0).astype(np.float32)
+
+
+def _rms_at(x: np.ndarray, sr: int, t: np.ndarray, window: float = 0.04) -> np.ndarray:
+    half = int(window / 2 * sr)
+    idx = np.clip((t * sr).astype(int), 0, max(len(x) - 1, 0))
+    csum = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    lo, hi = np.clip(idx - half, 0, len(x)), np.clip(idx + half, 0, len(x))
+    return np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
 
 
 def _blinks(t: np.ndarray, mean_interval: float, rng: np.random.Generator) -> np.ndarray:

@@ -168,8 +168,8 @@ def build_shard(job: _Job, out: Path) -> list[dict]:
     return [c.info for c in clips]
 
 
-def _worker(job: _Job, out: str) -> tuple[int, list[dict]]:
-    return job.shard, build_shard(job, Path(out))
+def _worker(job: _Job, out: str) -> list[dict]:
+    return build_shard(job, Path(out))
 
 
 def build(out: Path, config: BuildConfig, progress=None) -> dict:
@@ -189,34 +189,24 @@ def build(out: Path, config: BuildConfig, progress=None) -> dict:
     total = config.hours * 3600
     n = max(1, math.ceil(total / config.shard_seconds - 1e-9))
     jobs = [_Job(k, min(config.shard_seconds, total - k * config.shard_seconds), config) for k in range(n)]
-    done: dict[int, list[dict]] = {}
-    todo = []
-    for job in jobs:
-        recs = shard_records(out / shard_name(job.shard))
-        if recs is not None:
-            done[job.shard] = recs
-        else:
-            todo.append(job)
+    todo = [job for job in jobs if shard_records(out / shard_name(job.shard)) is None]
+    done = n - len(todo)
     if done:
-        log.info("resuming: %d of %d shards already built", len(done), n)
+        log.info("resuming: %d of %d shards already built", done, n)
     (out / "build.json").write_text(json.dumps(args, indent=2), "utf-8")
     workers = config.workers or os.cpu_count() or 1
-    task = progress.add_task("shards", total=n, completed=len(done)) if progress else None
+    task = progress.add_task("shards", total=n, completed=done) if progress else None
     if todo:
-        if workers == 1:
-            for job in todo:
-                done[job.shard] = build_shard(job, out)
+        # every shard is built in a fresh process: espeak-ng keeps state between utterances, so a shard
+        # is only reproducible when its process has synthesised nothing before it
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
+                                 max_tasks_per_child=1) as ex:
+            futures = [ex.submit(_worker, job, str(out)) for job in todo]
+            for fut in as_completed(futures):
+                fut.result()  # re-raises a worker's exception here
                 if progress:
                     progress.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as ex:
-                futures = [ex.submit(_worker, job, str(out)) for job in todo]
-                for fut in as_completed(futures):
-                    k, recs = fut.result()
-                    done[k] = recs
-                    if progress:
-                        progress.advance(task)
-    return write_manifest(out, done, args)
+    return write_manifest(out, args)
 
 
 def _check_same_build(out: Path, args: dict) -> None:

@@ -2,7 +2,7 @@
 
 A corpus folder holds
   shard-00000.safetensors ...   clips, concatenated per array (layout below)
-  manifest.jsonl                one line per clip: id, shard, index, scenario, language, voice,
+  manifest.jsonl                one line per clip: id, shard (file name), index, scenario, language, voice,
                                 style, text, duration (s), frames, augment record
   corpus.json                   how it was built (command arguments) and totals per scenario/language
 
@@ -13,7 +13,7 @@ Shard arrays (clip i is rows offsets[i]:offsets[i+1] of each array):
   motion        float32 [T, 33]         motion latent per 25 fps frame (engine.motion)
   viseme        int8   [T]              viseme class per frame (index into VISEME_NAMES; -1 unknown)
   frame_offsets int64  [n+1]
-Shard metadata (strings): format = "talkcam-shard-v1", clips = JSON list of per-clip records
+Shard metadata: one key "talkcam" holding JSON {"format": "talkcam-shard-v1", "clips": [per-clip records]}
 (everything in the manifest line plus phonemes [[ipa, start, end], ...] and, for songs, notes).
 """
 
@@ -62,12 +62,15 @@ def write_shard(path: Path, clips: list[Clip]) -> None:
     tensors = {
         "audio": np.concatenate([np.round(np.clip(c.audio, -1, 1) * 32767).astype(np.int16) for c in clips]),
         "audio_offsets": a_off,
-        "mel": np.concatenate([c.mel.astype(np.float16) for c in clips]),
-        "motion": np.concatenate([c.motion.astype(np.float32) for c in clips]),
+        # "+ 0" turns -0.0 into 0.0, so equal content always gives equal bytes
+        "mel": np.concatenate([c.mel.astype(np.float16) + np.float16(0) for c in clips]),
+        "motion": np.concatenate([c.motion.astype(np.float32) + np.float32(0) for c in clips]),
         "viseme": np.concatenate([c.viseme.astype(np.int8) for c in clips]),
         "frame_offsets": f_off,
     }
-    meta = {"format": FORMAT, "clips": json.dumps([c.info for c in clips], ensure_ascii=False)}
+    # one metadata key: safetensors writes its metadata map in hash order, so several keys would make
+    # the bytes differ from run to run
+    meta = {"talkcam": json.dumps({"format": FORMAT, "clips": [c.info for c in clips]}, ensure_ascii=False)}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.chmod(tmp, 0o644)
@@ -78,21 +81,24 @@ def shard_records(path: Path) -> list[dict] | None:
     """The clip records of a finished shard, or None when the file is missing or not a valid shard."""
     try:
         with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                return None
-            return json.loads(meta["clips"])
-    except (OSError, ValueError, KeyError, SafetensorError):  # missing, truncated or foreign file
+            meta = _meta(f)
+            return meta["clips"] if meta.get("format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError):  # missing, truncated or foreign file
         return None
+
+
+def _meta(f) -> dict:
+    raw = (f.metadata() or {}).get("talkcam")
+    return json.loads(raw) if raw else {}
 
 
 def read_shard(path: Path) -> list[Clip]:
     with safe_open(str(path), "np") as f:
-        meta = f.metadata() or {}
+        meta = _meta(f)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is not a talkcam shard (format {meta.get('format')!r})")
-        arr = {k: f.get_tensor(k) for k in f.keys()}
-    infos = json.loads(meta["clips"])
+        arr = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    infos = meta["clips"]
     a, fo = arr["audio_offsets"], arr["frame_offsets"]
     m = len(arr["mel"]) // max(int(fo[-1]), 1) if fo[-1] else 4
     out = []
@@ -107,7 +113,7 @@ def read_shard(path: Path) -> list[Clip]:
     return out
 
 
-def manifest_line(info: dict, shard: int, index: int) -> dict:
+def manifest_line(info: dict, shard: str, index: int) -> dict:
     keep = {k: v for k, v in info.items() if k not in ("phonemes", "notes")}
     return {**keep, "shard": shard, "index": index}
 
@@ -119,13 +125,20 @@ def read_manifest(root: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
-def write_manifest(root: Path, shards: dict[int, list[dict]], summary_args: dict) -> dict:
-    """manifest.jsonl (sorted by shard, so the same seed gives the same file) and corpus.json totals."""
+def write_manifest(root: Path, summary_args: dict | None = None) -> dict:
+    """Rewrite manifest.jsonl from every valid shard in `root` (sorted by file name, so the same build
+    gives the same file; ingested clips are included) and corpus.json with the totals."""
+    root = Path(root)
     lines, totals = [], {"clips": 0, "seconds": 0.0, "frames": 0, "scenarios": {}, "languages": {}}
     voices = set()
-    for k in sorted(shards):
-        for i, info in enumerate(shards[k]):
-            lines.append(json.dumps(manifest_line(info, k, i), ensure_ascii=False, sort_keys=True))
+    shards = 0
+    for path in sorted(root.glob("*.safetensors")):
+        records = shard_records(path)
+        if records is None:
+            continue
+        shards += 1
+        for i, info in enumerate(records):
+            lines.append(json.dumps(manifest_line(info, path.name, i), ensure_ascii=False, sort_keys=True))
             totals["clips"] += 1
             totals["seconds"] += info["duration"]
             totals["frames"] += info["frames"]
@@ -136,11 +149,11 @@ def write_manifest(root: Path, shards: dict[int, list[dict]], summary_args: dict
             voices.add(info.get("voice", "?"))
     totals["voices"] = len(voices)
     totals["hours"] = totals["seconds"] / 3600
-    tmp = Path(root) / "manifest.jsonl.tmp"
+    tmp = root / "manifest.jsonl.tmp"
     tmp.write_text("\n".join(lines) + "\n", "utf-8")
-    os.replace(tmp, Path(root) / "manifest.jsonl")
-    summary = {"format": FORMAT, "args": summary_args, "shards": len(shards), **totals}
-    (Path(root) / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
+    os.replace(tmp, root / "manifest.jsonl")
+    summary = {"format": FORMAT, "args": summary_args or {}, "shards": shards, **totals}
+    (root / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     return summary
 
 

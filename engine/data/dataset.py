@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from engine.data.corpus import SCENARIOS, Clip, read_manifest, read_shard, shard_name
+from engine.data.corpus import SCENARIOS, Clip, read_manifest, read_shard
 
 SILENCE = float(np.log(1e-6))  # log-mel floor (engine.audio.features)
 
@@ -90,7 +90,7 @@ class WindowDataset(IterableDataset):
             shards = shards[info.id::info.num_workers]
             rng = np.random.default_rng([self.seed, self.epoch, info.id])
         for k in shards:
-            clips = [c for c in read_shard(self.root / shard_name(k))
+            clips = [c for c in read_shard(self.root / k)
                      if self.scenarios is None or c.info.get("scenario") in self.scenarios]
             items = [(i, s) for i, c in enumerate(clips)
                      for s in range(0, max(1, c.frames - self.cfg.frames // 2), self.cfg.stride)]
