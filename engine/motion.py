@@ -173,6 +173,14 @@ def _expression_basis(q: np.ndarray) -> np.ndarray:
     drv.update({i: vec(y=0.04) for i in _UPPER_LIP})
     put("mouthClose", drv, still_face | set(oval), 0.12, limit=_LIPS | {17, 18, 200, 84, 314})
 
+    inner_x = np.array([q[i, 0] for i in T.LIPS_INNER_UPPER])
+    inner_gap = np.clip([q[lo, 1] - q[up, 1] for up, lo in zip(T.LIPS_INNER_UPPER, T.LIPS_INNER_LOWER)], 0, None)
+    order = np.argsort(inner_x)
+
+    def rest_gap(x: float) -> float:
+        """The portrait's own inner-lip opening (local units) at horizontal position x."""
+        return float(np.interp(x, inner_x[order], np.asarray(inner_gap)[order]))
+
     def lip_ring(inward: float, up_open: float, down_open: float, z: float) -> dict[int, np.ndarray]:
         out = {}
         for i in _LIPS:
@@ -191,7 +199,9 @@ def _expression_basis(q: np.ndarray) -> np.ndarray:
         put(f"mouthSmile_{s}", {**{i: w * vec(x=sx * 0.10, y=-0.08) for i, w in w_lips.items()}, **cheek},
             still_face, 0.25)
         put(f"mouthStretch_{s}", {i: w * vec(x=sx * 0.10, y=0.04) for i, w in w_lips.items()}, still_face, 0.22)
-        press = {i: w_lips[i] * vec(y=0.035 if i in _UPPER_LIP else -0.035) for i in _UPPER_LIP | _LOWER_LIP}
+        # press: lips squeeze together and, whatever the portrait's own lip gap, meet at about 0.5 per side
+        press = {i: w_lips[i] * vec(y=(0.035 + 1.3 * rest_gap(q[i, 0])) * (1 if i in _UPPER_LIP else -1))
+                 for i in _UPPER_LIP | _LOWER_LIP}
         put(f"mouthPress_{s}", press, still_face, 0.10, limit=_LIPS | {0, 17, 37, 267, 84, 314})
         w_up = _side_weight(q, tuple(_UPPER_LIP), s)
         put(f"mouthUpperUp_{s}", {i: w * vec(y=-0.08) for i, w in w_up.items()}, still_face | _LOWER_LIP, 0.12)

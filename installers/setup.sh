@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libpulse0 pulseaudio pulseaudio-utils libasound2-plugins  # audio stack, virtual microphones in tests
   xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0
   libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3   # Qt (xcb) and Xvfb
+  wamerican wngerman wfrench wspanish hunspell-ru mecab-ipadic   # word lists for the data engine
 )
 
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then

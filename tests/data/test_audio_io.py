@@ -78,7 +78,7 @@ def test_audio_track_of_a_video(tmp_path):
         vs.pix_fmt = "yuv420p"
         aus = c.add_stream("aac", rate=16000)
         aus.layout = "mono"
-        for i in range(25):
+        for _ in range(25):
             for pkt in vs.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
                 c.mux(pkt)
         tone = _tone(16000).astype(np.float32)
