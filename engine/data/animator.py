@@ -91,7 +91,7 @@ class ProceduralAnimator:
             if vis not in ("PP", "FF"):
                 continue
             center = (ph.start + ph.end) / 2 - cfg.anticipation
-            width = max((ph.end - ph.start) / 2, 0.03)
+            width = max(0.6 * (ph.end - ph.start) / 2, 0.02)
             w = np.exp(-0.5 * ((t - center) / width) ** 2)[:, None]
             mouth = (1 - w) * mouth + w * target_vector(vis)[None]
         if energy is not None:
