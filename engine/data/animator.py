@@ -190,12 +190,7 @@ class ProceduralAnimator:
 
 def _energy(audio: np.ndarray, sr: int, t: np.ndarray, fps: float) -> np.ndarray:
     """Loudness per frame in [0, 1] (RMS over a 40 ms window, normalised by its 95th percentile)."""
-    audio = audio.astype(np.float32)
-    half = int(0.02 * sr)
-    idx = np.clip((t * sr).astype(int), 0, max(len(audio) - 1, 0))
-    csum = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    lo, hi = np.clip(idx - half, 0, len(audio)), np.clip(idx + half, 0, len(audio))
-    rms = np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
+    rms = _rms_at(audio.astype(np.float32), sr, t)
     ref = np.percentile(rms, 95) if len(rms) else 1.0
     return np.clip(rms / max(ref, 1e-4), 0.0, 1.0).astype(np.float32)
 
