@@ -21,6 +21,7 @@ from engine.face.image import PortraitError
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.sinks.recorder import RecorderError
+from engine.train.config import TeacherTrainConfig
 
 log = logging.getLogger("talkcam")
 
@@ -205,7 +206,8 @@ class Eval:
     clips: int = 8
     """Clips per scenario with --corpus."""
     source: str = "procedural"
-    """Motion source: procedural, reference (fitted from --reference-video), corpus (stored motion)."""
+    """Motion source: procedural, model (a trained teacher: --model FOLDER), reference (fitted from
+    --reference-video), corpus (stored motion)."""
     out: Path = Path("report")
     eval: Annotated[EvalConfig, Flat] = field(default_factory=EvalConfig)
     tts: Annotated[TTSConfig, Flat] = field(default_factory=TTSConfig)
@@ -244,6 +246,84 @@ class Eval:
 
 
 @dataclass
+class TrainTeacher:
+    """Train the generalist teacher, or fine-tune a specialist from it (--scenarios X --init GENERALIST).
+
+    Resumes from OUT/checkpoint when interrupted; multi-GPU with `torchrun --nproc-per-node N -m engine.cli
+    train teacher ...`.
+    """
+
+    train: Annotated[TeacherTrainConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.train.teachers import train
+
+        train(self.train)
+        return 0
+
+
+@dataclass
+class GuidanceSweep:
+    """Measure the effect of audio guidance: lip sync, closure and jitter for each guidance scale x step
+    count on held-out clips (rendered and re-measured), written as JSON and a Markdown table."""
+
+    model: Path
+    """Teacher model folder."""
+    corpus: Path
+    """Held-out corpus."""
+    out: Path = Path("guidance")
+    scales: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
+    steps: tuple[int, ...] = (1, 2, 4, 8)
+    scenarios: tuple[str, ...] = ("speech", "hard")
+    clips: int = 4
+    portrait: Path | None = None
+    eval: Annotated[EvalConfig, Flat] = field(default_factory=lambda: EvalConfig(size=(256, 256)))
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.guidance import sweep
+
+        res = sweep(self.model, self.corpus, self.portrait or paths.default_portrait(), self.out, self.scales,
+                    self.steps, self.scenarios, self.clips, self.eval, self.common.avatar_cache())
+        log.info("Guidance sweep: %s\n%s", self.out / "guidance.md", res["table"])
+        return 0
+
+
+@dataclass
+class Compare:
+    """Results table: the procedural baseline and trained teachers side by side on a held-out corpus
+    (per scenario) and on real recordings (../shared/data/real: sun clip against the real speaker)."""
+
+    models: tuple[str, ...] = ()
+    """NAME=MODEL_FOLDER for each teacher (the procedural baseline is always included)."""
+    corpus: Path | None = None
+    """Held-out corpus (`talkcam data build --split heldout`)."""
+    real: Path | None = None
+    """Folder of real recordings (e.g. ../shared/data/real)."""
+    scenarios: tuple[str, ...] = ("speech", "singing", "pose", "hard")
+    clips: int = 4
+    portrait: Path | None = None
+    out: Path = Path("compare")
+    eval: Annotated[EvalConfig, Flat] = field(default_factory=EvalConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.compare import compare
+
+        sources: dict[str, Path | None] = {"procedural": None}
+        for item in self.models:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--models takes NAME=MODEL_FOLDER, got {item!r}")
+            sources[name] = Path(folder)
+        res = compare(sources, self.corpus, self.portrait or paths.default_portrait(), self.out,
+                      tuple(self.scenarios), self.clips, self.real, self.eval, self.common.avatar_cache())
+        log.info("Results: %s\n%s", self.out / "compare.md", res["table"])
+        return 0
+
+
+@dataclass
 class _Group:
     """A group of commands (run `talkcam GROUP --help`)."""
 
@@ -261,7 +341,9 @@ def _check_size(size: tuple[int, int]) -> None:
 
 
 COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
-GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos.")}
+GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos."),
+          "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "compare": Compare},
+                    "Training: teachers (generalist and specialists), guidance sweep, results table.")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from engine.data import styles
 from engine.data.corpus import SCENARIOS, Clip, read_manifest, read_shard
 
 SILENCE = float(np.log(1e-6))  # log-mel floor (engine.audio.features)
@@ -33,8 +34,10 @@ class WindowConfig:
     """Frames between window starts inside a clip."""
 
 
-def window(clip: Clip, start: int, cfg: WindowConfig, mels_per_frame: int = 4) -> dict[str, torch.Tensor]:
-    """The window of `clip` starting at video frame `start` (may run past the end: padded, masked)."""
+def window(clip: Clip, start: int, cfg: WindowConfig, mels_per_frame: int = 4,
+           rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The window of `clip` starting at video frame `start` (may run past the end: padded, masked),
+    with a style prompt drawn for the clip (`engine.data.styles.prompt_for`) as word ids."""
     n, T = cfg.frames, clip.frames
     motion = np.zeros((n, clip.motion.shape[1]), np.float32)
     vis = np.full(n, -1, np.int64)
@@ -50,12 +53,14 @@ def window(clip: Clip, start: int, cfg: WindowConfig, mels_per_frame: int = 4) -
     if b > a:
         mel[a - m0: b - m0] = clip.mel[a:b]
     scen = clip.info.get("scenario", "speech")
+    ids, _ = styles.tokenize(styles.prompt_for(clip.info, rng or np.random.default_rng(start)))
     return {
         "motion": torch.from_numpy(motion),
         "mel": torch.from_numpy(mel),
         "viseme": torch.from_numpy(vis),
         "valid": torch.from_numpy(valid),
         "scenario": torch.tensor(SCENARIOS.index(scen) if scen in SCENARIOS else 0),
+        "style": torch.from_numpy(styles.pad(ids)),
     }
 
 
@@ -101,4 +106,4 @@ class WindowDataset(IterableDataset):
                 jitter = np.zeros(len(items), int)
             for (i, s), j in zip(items, jitter):
                 start = int(min(s + j, max(clips[i].frames - 1, 0)))
-                yield window(clips[i], start, self.cfg)
+                yield window(clips[i], start, self.cfg, rng=rng)

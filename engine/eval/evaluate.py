@@ -5,6 +5,7 @@ position, jitter) and dlib's face-recognition ResNet (identity distance). Motion
   procedural   the procedural animator (phonemes when known, else the audio-only mouth)
   corpus       the clip's stored motion (for corpus clips)
   reference    motion fitted from the reference video (retargeting; an upper bound for (b))
+  model        a trained motion model (a teacher: --model FOLDER), sampled with --steps/--audio-guidance
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ class EvalConfig:
     """Largest lip-sync offset searched, in frames (400 ms)."""
     closed_gap: float = E.CLOSED_GAP
     """Inner-lip gap (IOD units) counted as closed."""
+    model: Path | None = None
+    """Model folder for --source model (e.g. runs/generalist/model)."""
+    steps: int = 8
+    """Denoising steps for --source model."""
+    audio_guidance: float = 2.0
+    """Audio guidance scale for --source model (1 = none)."""
+    style_guidance: float = 1.0
+    """Style guidance scale for --source model (1 = none)."""
+    style: str = ""
+    """Style prompt for --source model (default: from the clip's scenario, else "speaking")."""
+    seed: int = 0
+    max_seconds: float = 0.0
+    """Evaluate only the first seconds of --audio (0 = all)."""
 
 
 @dataclass
@@ -139,10 +153,43 @@ class Evaluator:
 
 
 def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Phoneme] | None,
-               animator: AnimatorConfig | None = None) -> np.ndarray:
+               animator: AnimatorConfig | None = None, model=None, config: EvalConfig | None = None,
+               shape: np.ndarray | None = None, style: str = "speaking", mel: np.ndarray | None = None) -> np.ndarray:
+    """Motion [n_frames, M] from `source`: "procedural" (phonemes if given, else audio only) or "model"
+    (`model` = a loaded motion model, audio only; `shape` = the portrait's standardised face shape)."""
     if source == "procedural":
         return ProceduralAnimator(animator).animate(phonemes, n_frames, FPS, audio, SAMPLE_RATE)
-    raise ValueError(f"unknown motion source {source!r} (available: procedural)")
+    if source == "model":
+        from engine.audio.features import log_mel
+        from engine.models.sampling import Guidance, SampleConfig, generate
+
+        if model is None:
+            raise ValueError("--source model needs --model FOLDER (a trained teacher, e.g. runs/generalist/model)")
+        cfg = config or EvalConfig()
+        if mel is None:
+            mel = log_mel(audio, None, n_frames)
+        sc = SampleConfig(steps=cfg.steps, guidance=Guidance(cfg.audio_guidance, cfg.style_guidance), seed=cfg.seed)
+        return generate(model, mel.astype(np.float32), n_frames, sc, shape=shape, style=cfg.style or style)
+    raise ValueError(f"unknown motion source {source!r} (available: procedural, model, reference, corpus)")
+
+
+def load_model(folder: Path | None):
+    """A trained motion model from its folder (config.json + safetensors), on the CPU, in eval mode."""
+    if folder is None:
+        return None
+    from engine.models.teacher import MotionTeacher
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); train one with "
+                                f"`talkcam train teacher` or pass the run's model/ folder")
+    return MotionTeacher.from_pretrained(str(folder)).eval()
+
+
+def portrait_shape(framed: FramedAvatar) -> np.ndarray:
+    from engine.face.shape import shape_features, standardize
+
+    return standardize(shape_features(framed.landmarks))
 
 
 def reference_mouth(video: Path, landmarker: FaceLandmarker, n_frames: int | None = None) -> tuple[np.ndarray, object]:
@@ -159,6 +206,8 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
     """`talkcam eval`: render `portrait` speaking `audio_path`, measure, and write report/ (JSON, Markdown, PNGs)."""
     ev = evaluator or Evaluator(config)
     audio = load_audio(audio_path)
+    if ev.config.max_seconds > 0:
+        audio = audio[: int(ev.config.max_seconds * SAMPLE_RATE)]
     n = max(1, math.ceil(len(audio) / SAMPLE_RATE * FPS))
     ref_curve, ref_track = None, None
     if reference_video is not None:
@@ -174,7 +223,8 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
         motion, _ = fit_motion(ref_track)
         motion = motion[:n]
     else:
-        motion = motion_for(source, audio, n, phonemes)
+        motion = motion_for(source, audio, n, phonemes, model=load_model(ev.config.model), config=ev.config,
+                            shape=portrait_shape(framed))
     m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
     res = ev.score(m, audio, phonemes, ref_curve)
     res.update({"portrait": str(portrait), "audio": str(audio_path), "source": source,
@@ -195,6 +245,7 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
 
     ev = evaluator or Evaluator(config)
     framed = ev.frame(portrait, cache_dir)
+    model = load_model(ev.config.model) if source == "model" else None
     rows = read_manifest(Path(corpus))
     per: dict[str, list[dict]] = {}
     cache: dict[str, list] = {}
@@ -209,13 +260,16 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
             if source == "corpus":
                 motion = clip.motion
             else:
-                motion = motion_for(source, clip.audio, clip.frames, phon)
+                motion = motion_for(source, clip.audio, clip.frames, phon, model=model, config=ev.config,
+                                    shape=portrait_shape(framed), mel=clip.mel,
+                                    style="singing" if sc == "singing" else "speaking")
             m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
             res = ev.score(m, clip.audio, phon)
             res["id"] = row["id"]
             per.setdefault(sc, []).append(res)
             log.info("%s %s: %s", sc, row["id"], _brief(res))
     summary = {"corpus": str(corpus), "portrait": str(portrait), "source": source,
+               "model": str(ev.config.model) if source == "model" else None,
                "scenarios": {sc: aggregate(v) for sc, v in per.items()}, "clips": per}
     out.mkdir(parents=True, exist_ok=True)
     (out / "corpus_result.json").write_text(json.dumps(summary, indent=2, default=_json), "utf-8")

@@ -1,0 +1,144 @@
+"""Sampling motion from a flow-matching motion model: the denoising loop, in one place.
+
+`sample` draws one window with diffusers' FlowMatchEulerDiscreteScheduler and classifier-free
+guidance on audio and on style separately:
+    v = v(a, s) + (g_audio - 1) * (v(a, s) - v(-, s)) + (g_style - 1) * (v(a, s) - v(a, -))
+(one network pass per step when both scales are 1, up to three otherwise, batched together).
+`generate` covers a clip of any length with overlapping windows: each window after the first gets
+the previous window's last frames as known motion context, so the seams are continuous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from engine.data import styles
+from engine.face.shape import SHAPE_DIM
+from engine.models.conditions import N_CONTROLS, Conditions
+
+
+@dataclass
+class Guidance:
+    """Classifier-free guidance scales (1 = no guidance: one pass per step)."""
+
+    audio: float = 2.0
+    style: float = 1.0
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 8
+    """Denoising steps."""
+    guidance: Guidance = None  # type: ignore[assignment]
+    shift: float = 1.0
+    """Noise schedule shift (diffusers' `shift`; >1 spends more steps at high noise)."""
+    overlap: int = 25
+    """Frames shared between consecutive windows in `generate`."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.guidance is None:
+            self.guidance = Guidance()
+
+
+def passes_per_step(g: Guidance) -> int:
+    return 1 + int(g.audio != 1.0) + int(g.style != 1.0)
+
+
+def guided_velocity(model, x: torch.Tensor, s: torch.Tensor, c: Conditions, g: Guidance) -> torch.Tensor:
+    """The guided velocity at noise level s [B] (batched passes)."""
+    B = x.shape[0]
+    variants = [c]
+    if g.audio != 1.0:
+        variants.append(c.replace(drop_audio=torch.ones_like(c.drop_audio)))
+    if g.style != 1.0:
+        variants.append(c.replace(drop_style=torch.ones_like(c.drop_style)))
+    if len(variants) == 1:
+        return model(x, s, c)
+    cat = Conditions(**{k: torch.cat([getattr(v, k) for v in variants]) for k in c.__dict__})
+    out = model(x.repeat(len(variants), 1, 1), s.repeat(len(variants)), cat).split(B)
+    v, i = out[0], 1
+    if g.audio != 1.0:
+        v = v + (g.audio - 1.0) * (out[0] - out[i])
+        i += 1
+    if g.style != 1.0:
+        v = v + (g.style - 1.0) * (out[0] - out[i])
+    return v
+
+
+@torch.no_grad()
+def sample(model, c: Conditions, steps: int, guidance: Guidance, generator: torch.Generator | None = None,
+           shift: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One window: noise -> motion [B, T, M] in model space."""
+    B, T = c.audio.shape[:2]
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    sched.set_timesteps(steps, device=c.audio.device)
+    x = noise if noise is not None else torch.randn(B, T, model.config.motion_dim, generator=generator,
+                                                    device=c.audio.device)
+    for t in sched.timesteps:
+        s = (t / 1000.0).expand(B).to(x.dtype)
+        v = guided_velocity(model, x, s, c, guidance)
+        x = sched.step(v, t, x, return_dict=False)[0]
+    return x
+
+
+def conditions_for(model, audio_emb: torch.Tensor, shape: np.ndarray | None = None, style: str = "speaking",
+                   controls: np.ndarray | None = None, control_mask: np.ndarray | None = None) -> Conditions:
+    """Conditions for one sample (B = 1) of T frames from numpy inputs; missing ones are dropped."""
+    T, dev = audio_emb.shape[1], audio_emb.device
+    ids, _ = styles.tokenize(style)
+    return Conditions(
+        audio=audio_emb,
+        shape=torch.from_numpy(np.zeros(SHAPE_DIM, np.float32) if shape is None else shape)[None].to(dev),
+        style=torch.from_numpy(styles.pad(ids))[None].to(dev),
+        controls=torch.zeros(1, T, N_CONTROLS, device=dev) if controls is None
+        else torch.from_numpy(controls)[None].float().to(dev),
+        control_mask=torch.zeros(1, T, N_CONTROLS, device=dev) if control_mask is None
+        else torch.from_numpy(control_mask)[None].float().to(dev),
+        context=torch.zeros(1, T, model.config.motion_dim, device=dev),
+        context_mask=torch.zeros(1, T, device=dev),
+        drop_audio=torch.zeros(1, dtype=torch.bool, device=dev),
+        drop_style=torch.zeros(1, dtype=torch.bool, device=dev),
+        drop_identity=torch.tensor([shape is None], device=dev),
+    )
+
+
+@torch.no_grad()
+def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None = None,
+             shape: np.ndarray | None = None, style: str = "speaking", controls: np.ndarray | None = None,
+             control_mask: np.ndarray | None = None) -> np.ndarray:
+    """Motion [n_frames, M] (engine.motion units) for a clip's log-mel [4 * n_frames, n_mels]."""
+    cfg = config or SampleConfig()
+    model.eval()
+    dev = next(model.parameters()).device
+    enc = model.audio_encoder
+    past, la = enc.context()
+    mpf = enc.config.mels_per_frame
+    floor = float(np.log(1e-6))
+    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), floor, np.float32)
+    padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
+    audio_emb = enc(torch.from_numpy(padded)[None].to(dev))  # [1, n, D]
+    W = int(model.config.window)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    out = torch.zeros(n_frames, model.config.motion_dim, device=dev)
+    start, done = 0, 0
+    while done < n_frames:
+        if start > 0 and start + W > n_frames:
+            start = max(0, n_frames - W)  # full-length last window, with a longer known context
+        end = min(start + W, n_frames)
+        c = conditions_for(model, audio_emb[:, start:end], shape, style,
+                           None if controls is None else controls[start:end],
+                           None if control_mask is None else control_mask[start:end])
+        known = done - start
+        if known > 0:
+            c.context[0, :known] = out[start:done]
+            c.context_mask[0, :known] = 1.0
+        x = sample(model, c, cfg.steps, cfg.guidance, gen, cfg.shift)[0]
+        out[done:end] = x[known:]
+        done = end
+        start = end - cfg.overlap
+    return model.from_model(out).cpu().numpy().astype(np.float32)

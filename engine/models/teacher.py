@@ -1,0 +1,66 @@
+"""The teacher: a bidirectional transformer over windows of motion frames, trained by flow matching.
+
+Rectified flow in diffusers' convention: x_s = (1 - s) * x0 + s * noise for noise level s in [0, 1];
+the network predicts the velocity v = noise - x0. Motion is standardised per dimension with the
+training data's statistics (buffers saved with the weights). Sampling (the denoising loop, with
+classifier-free guidance on audio and on style separately) lives in `engine.models.sampling`.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from engine.data.styles import STYLE_WORDS
+from engine.face.shape import SHAPE_DIM
+from engine.models.audio_encoder import AudioEncoder
+from engine.models.conditions import ConditionEncoder, Conditions
+from engine.models.transformer import Block, rotary, timestep_embedding
+from engine.motion import DIM as MOTION_DIM
+
+
+class MotionTeacher(ModelMixin, ConfigMixin):
+    """v = teacher(x_s [B, T, M], s [B], conditions) -> [B, T, M] (model space)."""
+
+    @register_to_config
+    def __init__(self, motion_dim: int = MOTION_DIM, dim: int = 192, depth: int = 6, heads: int = 6,
+                 mlp_ratio: float = 3.0, dropout: float = 0.0, window: int = 100, shape_dim: int = SHAPE_DIM,
+                 style_vocab: int = len(STYLE_WORDS), audio: dict | None = None) -> None:
+        super().__init__()
+        self.audio_encoder = AudioEncoder(**{"dim": dim, "channels": dim, **(audio or {})})
+        self.cond = ConditionEncoder(dim, shape_dim, style_vocab, motion_dim)
+        self.inp = nn.Linear(motion_dim, dim)
+        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.final_mod = nn.Linear(dim, 2 * dim)
+        self.head = nn.Linear(dim, motion_dim)
+        for m in (self.final_mod, self.head):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.register_buffer("motion_mean", torch.zeros(motion_dim))
+        self.register_buffer("motion_std", torch.ones(motion_dim))
+
+    # -- motion space ---------------------------------------------------------------------------
+    def to_model(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.motion_mean) / self.motion_std
+
+    def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.motion_std + self.motion_mean
+
+    # -- network --------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, s: torch.Tensor, c: Conditions) -> torch.Tensor:
+        B, T, _ = x.shape
+        prefix, fused, frame_tokens = self.cond(c)  # [B, 2, D], [B, D], [B, T, D]
+        h = torch.cat([prefix, self.inp(x) + frame_tokens], dim=1)  # [B, 2 + T, D]
+        cvec = self.time(timestep_embedding(s, self.config.dim)) + fused  # [B, D]
+        pos = torch.cat([torch.zeros(2, device=x.device), torch.arange(1, T + 1, device=x.device)])
+        cos, sin = rotary(pos, self.config.dim // self.config.heads)
+        cos, sin = cos[None, None], sin[None, None]  # [1, 1, 2 + T, Dh/2]
+        for blk in self.blocks:
+            h, _ = blk(h, cvec, cos, sin)
+        shift, scale = self.final_mod(torch.nn.functional.silu(cvec)).chunk(2, dim=-1)
+        h = self.norm(h[:, 2:]) * (1 + scale[:, None]) + shift[:, None]
+        return self.head(h)  # [B, T, M]

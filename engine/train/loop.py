@@ -1,0 +1,122 @@
+"""Training plumbing shared by the trainers: device and precision, distributed setup (torchrun/DDP),
+learning-rate schedule, and resumable checkpoints stored as safetensors (weights with diffusers'
+save_pretrained; optimizer state flattened into tensors + JSON, never pickle)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    precision: str = "fp32"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.precision == "fp16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        return nullcontext()
+
+
+def setup(device: str = "auto", precision: str = "auto") -> Runtime:
+    """Pick the device; join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu).")
+    dev = torch.device(device)
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if dev.type == "cuda":
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if dev.type == "cpu" and precision != "fp32":
+        log.warning("mixed precision %s is for GPUs; training in fp32 on the CPU", precision)
+        precision = "fp32"
+    return Runtime(dev, rank, world, precision)
+
+
+def teardown(rt: Runtime) -> None:
+    if rt.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, floor: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to floor * base."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
+    """Weights (save_pretrained: safetensors + config.json), optimizer state (safetensors) and the
+    step/extra state (JSON); written to a temporary folder, then renamed (atomic)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        for f in tmp.iterdir():
+            f.unlink()
+    model.save_pretrained(tmp)
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "trainer_state.json").write_text(json.dumps(
+        {"step": step, "param_groups": sd["param_groups"], "scalars": scalars, **extra}, indent=1), "utf-8")
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        folder.rename(old)
+        tmp.rename(folder)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights and optimizer state saved by `save_checkpoint`; returns the JSON state."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(folder / "diffusion_pytorch_model.safetensors"), device=str(next(model.parameters()).device))
+    state = json.loads((folder / "trainer_state.json").read_text("utf-8"))
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    per: dict[int, dict] = {}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        per.setdefault(int(pid), {})[k] = v
+    for key, v in state["scalars"].items():
+        pid, k = key.split(".", 1)
+        per.setdefault(int(pid), {})[k] = v
+    optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
+    return state

@@ -1,0 +1,285 @@
+"""`talkcam train teacher`: train the generalist teacher, and fine-tune specialists from it.
+
+    talkcam train teacher --corpus data/train --heldout data/heldout --out runs/generalist
+    talkcam train teacher --corpus data/train --scenarios singing --init runs/generalist/model \
+        --out runs/singing --steps 800 --lr 1e-4
+
+Each step draws random windows of `window` frames from the corpus (all clips held in memory), builds
+the conditions (style prompt from the clip, random face shapes, frame controls read from the target
+motion at random spans, known-motion context, "listening" samples with a closed mouth), drops
+conditions at random (for guidance), and regresses the flow-matching velocity. Checkpoints (weights,
+optimizer, step; all randomness is a function of seed and step, so a resumed run equals an uninterrupted one) every `checkpoint_every`
+steps; an interrupted run resumes from `out/checkpoint`. Periodic evaluation generates motion for
+held-out clips and scores lip sync and closure on the landmarks (`quick_eval`).
+Multi-GPU: launch the same command with `torchrun --nproc-per-node N -m engine.cli train teacher ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from engine import motion as M
+from engine.data.corpus import Clip, read_manifest, read_shard
+from engine.data.dataset import WindowConfig, window
+from engine.face.shape import SHAPE_DIM
+from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
+from engine.models.teacher import MotionTeacher
+from engine.train import loop
+from engine.train.config import TeacherModelConfig, TeacherTrainConfig  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
+
+MOUTH = [M.index(n) for n in M.EXPRESSIONS if n.startswith(("jaw", "mouth"))]
+
+
+# ------------------------------------------------------------------------------------------------
+class WindowSampler:
+    """All clips of a corpus in memory; draws random windows (deterministic per seed and step), each
+    scenario equally often whatever its share of the audio."""
+
+    def __init__(self, root: Path, scenarios: tuple[str, ...], wcfg: WindowConfig) -> None:
+        rows = read_manifest(root)
+        keep = {r["shard"] for r in rows if not scenarios or r["scenario"] in scenarios}
+        self.clips: list[Clip] = []
+        for shard in sorted(keep):
+            self.clips += [c for c in read_shard(root / shard)
+                           if not scenarios or c.info.get("scenario") in scenarios]
+        if not self.clips:
+            raise ValueError(f"{root} has no clips of scenarios {scenarios or 'any'}")
+        self.wcfg = wcfg
+        frames = np.array([c.frames for c in self.clips], np.float64)
+        scen = np.array([c.info.get("scenario", "speech") for c in self.clips])
+        per = {sc: frames[scen == sc].sum() for sc in set(scen)}
+        self.p = frames / np.array([per[sc] for sc in scen]) / len(per)  # scenarios in equal shares
+        self.frames = int(frames.sum())
+
+    def draw(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        items = []
+        for i in rng.choice(len(self.clips), n, p=self.p):
+            c = self.clips[i]
+            start = int(rng.integers(0, max(1, c.frames - self.wcfg.frames // 2)))
+            items.append(window(c, start, self.wcfg, rng=rng))
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: TeacherTrainConfig,
+                    gen: torch.Generator, train: bool = True) -> tuple[torch.Tensor, Conditions, torch.Tensor]:
+    """(x0 [B, T, M] model space, conditions, loss weight [B, T, M]) for a batch of windows."""
+    dev = b["motion"].device
+    motion = b["motion"].clone()
+    B, T, _ = motion.shape
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, device=dev)
+
+    mel = b["mel"]
+    if train and cfg.gain_db > 0:  # random level, applied above the silence floor only
+        gain = (rand(B, 1, 1) * 2 - 1) * cfg.gain_db * np.log(10) / 10
+        mel = torch.where(mel > -13.0, mel + gain, mel)
+    # Frame controls read from the target motion (what the avatar did), shown on random spans.
+    ctrl = torch.zeros(B, T, N_CONTROLS, device=dev)
+    ctrl[..., CONTROL_NAMES.index("smile")] = motion[..., [M.index("mouthSmile_L"), M.index("mouthSmile_R")]].mean(-1)
+    ctrl[..., CONTROL_NAMES.index("blink")] = (motion[..., [M.index("eyeBlink_L"), M.index("eyeBlink_R")]].mean(-1) > 0.5).float()
+    ctrl[..., CONTROL_NAMES.index("gazeX")] = motion[..., M.index("eyeLookX")]
+    ctrl[..., CONTROL_NAMES.index("gazeY")] = motion[..., M.index("eyeLookY")]
+    for name, mname in (("yaw", "headYaw"), ("pitch", "headPitch"), ("roll", "headRoll")):
+        ctrl[..., CONTROL_NAMES.index(name)] = motion[..., M.index(mname)]
+    ctrl[..., CONTROL_NAMES.index("speak")] = 1.0
+    mask = torch.zeros(B, T, N_CONTROLS, device=dev)
+    if train:
+        on = rand(B, N_CONTROLS) < cfg.p_controls
+        a = (rand(B, N_CONTROLS) * T).long()
+        length = (rand(B, N_CONTROLS) * T).long() + 1
+        t = torch.arange(T, device=dev)[None, :, None]
+        mask = (on[:, None] & (t >= a[:, None]) & (t < (a + length)[:, None])).float()
+        listen = rand(B) < cfg.p_listen
+        if listen.any():
+            m = motion[listen]
+            m[:, :, MOUTH] = 0.0
+            motion[listen] = m
+            ctrl[listen, :, CONTROL_NAMES.index("speak")] = 0.0
+            mask[listen, :, CONTROL_NAMES.index("speak")] = 1.0
+    x0 = model.to_model(motion)
+    context = torch.zeros_like(x0)
+    cmask = torch.zeros(B, T, device=dev)
+    if train:
+        given = rand(B) < cfg.p_context
+        k = (rand(B) * (T // 2)).long() + 1
+        cmask = (given[:, None] & (torch.arange(T, device=dev)[None] < k[:, None])).float()
+        context = x0 * cmask[..., None]
+    p = (lambda q: rand(B) < q) if train else (lambda q: torch.zeros(B, dtype=torch.bool, device=dev))
+    audio = model.audio_encoder(mel)
+    c = Conditions(
+        audio=audio,
+        shape=torch.randn(B, SHAPE_DIM, generator=gen, device=dev).clamp(-3, 3),
+        style=b["style"], controls=ctrl, control_mask=mask, context=context, context_mask=cmask,
+        drop_audio=p(cfg.p_drop_audio), drop_style=p(cfg.p_drop_style), drop_identity=p(cfg.p_drop_identity))
+    w = torch.ones_like(x0)
+    w[..., MOUTH] = 2.0
+    w = w * b["valid"][..., None].float() * (1.0 - 0.9 * cmask[..., None])
+    return x0, c, w
+
+
+def flow_loss(model, x0: torch.Tensor, c: Conditions, w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rectified-flow velocity regression at logit-normal noise levels."""
+    B = x0.shape[0]
+    s = torch.sigmoid(torch.randn(B, generator=gen, device=x0.device))
+    noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+    xs = (1 - s[:, None, None]) * x0 + s[:, None, None] * noise
+    v = model(xs, s, c)
+    return ((v - (noise - x0)) ** 2 * w).sum() / w.sum().clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------------
+def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("speech", "singing", "hard", "pose"),
+               steps: int = 4, audio_guidance: float = 2.0, reference: np.ndarray | None = None) -> dict:
+    """Lip sync (r, offset) and bilabial closure of generated motion, measured on the landmarks it
+    produces on a reference face (no rendering: fast, for monitoring training)."""
+    from engine.data.tts import Phoneme
+    from engine.eval import metrics as E
+    from engine.face.tracking import mouth_opening
+    from engine.models.sampling import Guidance, SampleConfig, generate
+
+    if reference is None:
+        reference = default_reference_landmarks()
+    basis = M.MotionBasis(reference)
+    rows = read_manifest(heldout)
+    out: dict[str, dict] = {}
+    cache: dict[str, list[Clip]] = {}
+    for sc in scenarios:
+        rs, cl = [], []
+        for row in [r for r in rows if r["scenario"] == sc][:clips]:
+            clip = cache.setdefault(row["shard"], read_shard(heldout / row["shard"]))[row["index"]]
+            phon = [Phoneme(*p) for p in clip.info.get("phonemes", [])]
+            if not phon:
+                continue
+            mo = generate(model, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
+                          style="singing" if sc == "singing" else "speaking")
+            mouth = mouth_opening(basis.landmarks(mo))
+            lc = E.lag_corr(mouth, E.phoneme_openness(phon, clip.frames, 25), 10)
+            rs.append((lc.r, lc.offset, lc.r0))
+            rate, count = E.bilabial_closure(mouth, phon, 25)
+            if count:
+                cl.append(rate)
+        if rs:
+            a = np.array(rs)
+            out[sc] = {"r": float(a[:, 0].mean()), "offset": float(a[:, 1].mean()), "r0": float(a[:, 2].mean()),
+                       "closure": float(np.mean(cl)) if cl else float("nan"), "clips": len(rs)}
+    return out
+
+
+def default_reference_landmarks() -> np.ndarray:
+    """Landmarks of the bundled default portrait (the reference face of `quick_eval`)."""
+    from engine import paths
+    from engine.face import prepare_avatar
+
+    return prepare_avatar(paths.default_portrait()).landmarks
+
+
+def _stats(sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    mo = np.concatenate([c.motion for c in sampler.clips])
+    mel = np.concatenate([c.mel.astype(np.float32) for c in sampler.clips[:200]])
+    mel = mel[mel.mean(1) > -13.0]
+    std = np.maximum(mo.std(0), 0.02)
+    return (torch.from_numpy(mo.mean(0)), torch.from_numpy(std.astype(np.float32)),
+            torch.from_numpy(mel.mean(0)), torch.from_numpy(np.maximum(mel.std(0), 0.5)))
+
+
+def train(cfg: TeacherTrainConfig) -> Path:
+    """Train (or resume) a teacher; returns the folder of the final model."""
+    rt = loop.setup(cfg.device, cfg.precision)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    mc = cfg.model
+    if cfg.init is not None:
+        model = MotionTeacher.from_pretrained(str(cfg.init))
+        log.info("Initialised from %s", cfg.init)
+    else:
+        model = MotionTeacher(dim=mc.dim, depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio, dropout=mc.dropout,
+                              window=mc.window, audio={"lookahead": mc.lookahead, "dropout": mc.dropout})
+    wcfg = WindowConfig(frames=int(model.config.window), past=model.audio_encoder.past_frames,
+                        lookahead=model.audio_encoder.config.lookahead)
+    sampler = WindowSampler(Path(cfg.corpus), tuple(cfg.scenarios), wcfg)
+    log.info("Corpus %s: %d clips, %.2f h%s; model %.2fM parameters", cfg.corpus, len(sampler.clips),
+             sampler.frames / 25 / 3600, f" ({', '.join(cfg.scenarios)})" if cfg.scenarios else "",
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    if cfg.init is None:
+        mm, ms, fm, fs = _stats(sampler)
+        model.motion_mean.copy_(mm)
+        model.motion_std.copy_(ms)
+        model.audio_encoder.mel_mean.copy_(fm)
+        model.audio_encoder.mel_std.copy_(fs)
+    model.to(rt.device)
+    net = model
+    if rt.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ckpt = out / "checkpoint"
+    step = 0
+    history: list[dict] = []
+    if (ckpt / "trainer_state.json").exists():
+        state = loop.load_checkpoint(ckpt, model, opt)
+        step, history = state["step"], state.get("history", [])
+        log.info("Resumed %s at step %d", ckpt, step)
+    reference = default_reference_landmarks() if cfg.heldout is not None and rt.main else None
+    logf = (out / "log.jsonl").open("a", encoding="utf-8") if rt.main else None
+    t0, losses = time.time(), []
+    progress = Progress(TextColumn("[bold]teacher"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=not rt.main)
+    with progress:
+        task = progress.add_task("train", total=cfg.steps, completed=step, info="")
+        while step < cfg.steps:
+            model.train()
+            rng = np.random.default_rng([cfg.seed, step, rt.rank])
+            gen = torch.Generator(device=rt.device).manual_seed(int(rng.integers(2**62)))
+            torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of (seed, step) too
+            batch = {k: v.to(rt.device) for k, v in sampler.draw(cfg.batch, rng).items()}
+            for g in opt.param_groups:
+                g["lr"] = loop.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            with rt.autocast():
+                x0, c, w = make_conditions(model, batch, cfg, gen)
+                loss = flow_loss(net, x0, c, w, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            progress.update(task, completed=step, info=f"loss {np.mean(losses[-50:]):.4f}")
+            if rt.main and (step % cfg.log_every == 0 or step == cfg.steps):
+                rec = {"step": step, "loss": float(np.mean(losses[-cfg.log_every:])), "grad_norm": float(gn),
+                       "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+            if rt.main and cfg.heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                q = quick_eval(model, Path(cfg.heldout), cfg.eval_clips, reference=reference)
+                history.append({"step": step, "loss": float(np.mean(losses[-50:])), "eval": q})
+                logf.write(json.dumps({"step": step, "eval": q}) + "\n")
+                logf.flush()
+                log.info("step %d eval: %s", step, "; ".join(f"{k} r {v['r']:.3f} off {v['offset']:+.1f} closure "
+                                                             f"{v['closure']:.2f}" for k, v in q.items()))
+            if rt.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                loop.save_checkpoint(ckpt, model, opt, step, {"history": history, "config": _jsonable(cfg)})
+    final = out / "model"
+    if rt.main:
+        model.save_pretrained(final)
+        (out / "train.json").write_text(json.dumps({"config": _jsonable(cfg), "steps": step, "history": history,
+                                                    "seconds": round(time.time() - t0, 1)}, indent=1), "utf-8")
+        log.info("Teacher saved to %s", final)
+    loop.teardown(rt)
+    return final
+
+
+def _jsonable(cfg) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=str))

@@ -1,0 +1,96 @@
+"""Teacher training: the conditions built from a batch, the loss going down, and checkpoint/resume
+giving exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine import motion as M
+from engine.data.build import BuildConfig, build
+from engine.data.dataset import WindowConfig
+from engine.models.conditions import CONTROL_NAMES
+from engine.train import loop
+from engine.train import teachers as TT
+from engine.train.config import TeacherModelConfig, TeacherTrainConfig
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    build(root, BuildConfig(hours=0.006, seed=3, shard_seconds=10, workers=2, scenarios=("speech", "singing")))
+    return root
+
+
+def _cfg(corpus, out, **kw) -> TeacherTrainConfig:
+    model = TeacherModelConfig(dim=32, depth=1, heads=2, mlp_ratio=2.0, dropout=0.0, window=20)
+    args = {"steps": 6, "batch": 4, "lr": 1e-3, "warmup": 2, "checkpoint_every": 3, "model": model, **kw}
+    return TeacherTrainConfig(corpus=corpus, out=out, **args)
+
+
+def test_conditions_from_a_batch(corpus):
+    model = TT.MotionTeacher(dim=32, depth=1, heads=2, window=20)
+    wcfg = WindowConfig(frames=20, past=model.audio_encoder.past_frames, lookahead=2)
+    sampler = TT.WindowSampler(corpus, (), wcfg)
+    assert {c.info["scenario"] for c in sampler.clips} == {"speech", "singing"}
+    import numpy as np
+
+    b = sampler.draw(6, np.random.default_rng(0))
+    assert b["mel"].shape == (6, 4 * (20 + model.audio_encoder.past_frames + 2), 80)
+    cfg = _cfg(corpus, corpus, p_listen=1.0, p_controls=1.0, p_context=1.0)
+    x0, c, w = TT.make_conditions(model, b, cfg, torch.Generator().manual_seed(0))
+    speak = CONTROL_NAMES.index("speak")
+    assert (c.controls[..., speak] == 0).all() and (c.control_mask[..., speak] == 1).all()  # listening
+    mouth = model.from_model(x0)[..., TT.MOUTH]
+    assert mouth.abs().max() < 1e-5  # ... with the mouth closed whatever the audio
+    assert (c.context_mask[:, 0] == 1).all() and torch.allclose(c.context[:, 0], x0[:, 0])
+    assert (w[c.context_mask.bool()] < w.max()).all()  # known frames weigh less in the loss
+    yaw = CONTROL_NAMES.index("yaw")
+    given = c.control_mask[..., yaw].bool()
+    raw = b["motion"][..., M.index("headYaw")]
+    assert torch.allclose(c.controls[..., yaw][given], raw[given])  # controls read from the target
+
+
+def test_loss_decreases(corpus, tmp_path):
+    cfg = _cfg(corpus, tmp_path / "run", steps=60, checkpoint_every=1000, lr=3e-3, warmup=5, log_every=10)
+    TT.train(cfg)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [10, 20, 30, 40, 50, 60]
+    assert log[-1]["loss"] < 0.85 * log[0]["loss"]
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def test_resume_equals_uninterrupted(corpus, tmp_path, monkeypatch):
+    straight = TT.train(_cfg(corpus, tmp_path / "a"))
+    real_save = loop.save_checkpoint
+
+    def crash_after_first_save(*args, **kw):
+        real_save(*args, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash_after_first_save)
+    with pytest.raises(KeyboardInterrupt):
+        TT.train(_cfg(corpus, tmp_path / "b"))
+    state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 3
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = TT.train(_cfg(corpus, tmp_path / "b"))
+    a = load_file(str(straight / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(resumed / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_specialist_starts_from_the_generalist(corpus, tmp_path):
+    gen = TT.train(_cfg(corpus, tmp_path / "gen", steps=3))
+    spec = TT.train(_cfg(corpus, tmp_path / "sing", steps=3, scenarios=("singing",), init=gen))
+    g = load_file(str(gen / "diffusion_pytorch_model.safetensors"))
+    s = load_file(str(spec / "diffusion_pytorch_model.safetensors"))
+    torch.testing.assert_close(g["motion_mean"], s["motion_mean"])  # statistics kept from the generalist
+    assert any((g[k] - s[k]).abs().max() > 0 for k in g if k.endswith("weight"))  # but fine-tuned
+    with pytest.raises(ValueError, match="no clips"):
+        TT.train(_cfg(corpus, tmp_path / "pose", steps=3, scenarios=("pose",), init=gen))
