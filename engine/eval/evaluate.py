@@ -177,13 +177,9 @@ def load_model(folder: Path | None):
     """A trained motion model from its folder (config.json + safetensors), on the CPU, in eval mode."""
     if folder is None:
         return None
-    from engine.models.teacher import MotionTeacher
+    from engine.models.loading import load_teacher
 
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); train one with "
-                                f"`talkcam train teacher` or pass the run's model/ folder")
-    return MotionTeacher.from_pretrained(str(folder)).eval()
+    return load_teacher(folder)
 
 
 def portrait_shape(framed: FramedAvatar) -> np.ndarray:

@@ -60,5 +60,8 @@ class TeacherTrainConfig:
     """Probability that the window's first frames are given as known motion."""
     p_listen: float = 0.05
     """Probability of a listening sample (speak = 0, mouth closed whatever the audio)."""
+    closure_weight: float = 1.0
+    """Loss weight of frames on a bilabial or labiodental viseme (p/b/m, f/v) and their neighbours
+    (the hard-viseme specialist raises it: these closures last one or two frames)."""
     gain_db: float = 12.0
     """Random input gain (+-) applied to the log-mel (robustness to microphone levels)."""

@@ -27,10 +27,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine import motion as M
-from engine.data.corpus import Clip, read_manifest, read_shard
+from engine.data.corpus import VISEME_NAMES, Clip, read_manifest, read_shard
 from engine.data.dataset import WindowConfig, window
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
+from engine.models.loading import load_teacher
 from engine.models.teacher import MotionTeacher
 from engine.train import loop
 from engine.train.config import TeacherModelConfig, TeacherTrainConfig  # noqa: F401 (re-exported)
@@ -124,6 +125,11 @@ def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: Teach
         drop_audio=p(cfg.p_drop_audio), drop_style=p(cfg.p_drop_style), drop_identity=p(cfg.p_drop_identity))
     w = torch.ones_like(x0)
     w[..., MOUTH] = 2.0
+    if cfg.closure_weight != 1.0:
+        vis = b["viseme"]
+        hard = (vis == VISEME_NAMES.index("PP")) | (vis == VISEME_NAMES.index("FF"))
+        hard = torch.nn.functional.max_pool1d(hard.float()[:, None], 3, 1, 1)[:, 0] > 0  # +- 1 frame
+        w = w * torch.where(hard, cfg.closure_weight, 1.0)[..., None]
     w = w * b["valid"][..., None].float() * (1.0 - 0.9 * cmask[..., None])
     return x0, c, w
 
@@ -203,7 +209,7 @@ def train(cfg: TeacherTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     mc = cfg.model
     if cfg.init is not None:
-        model = MotionTeacher.from_pretrained(str(cfg.init))
+        model = load_teacher(cfg.init).train()
         log.info("Initialised from %s", cfg.init)
     else:
         model = MotionTeacher(dim=mc.dim, depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio, dropout=mc.dropout,

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from engine import motion as M
 from engine.data.build import BuildConfig, build
+from engine.data.corpus import VISEME_NAMES
 from engine.data.dataset import WindowConfig
 from engine.models.conditions import CONTROL_NAMES
 from engine.train import loop
@@ -52,6 +53,14 @@ def test_conditions_from_a_batch(corpus):
     given = c.control_mask[..., yaw].bool()
     raw = b["motion"][..., M.index("headYaw")]
     assert torch.allclose(c.controls[..., yaw][given], raw[given])  # controls read from the target
+    b = sampler.draw(32, np.random.default_rng(1))
+    plain = TT.make_conditions(model, b, _cfg(corpus, corpus), torch.Generator().manual_seed(1))[2]
+    heavy = TT.make_conditions(model, b, _cfg(corpus, corpus, closure_weight=4.0), torch.Generator().manual_seed(1))[2]
+    pp = b["viseme"] == VISEME_NAMES.index("PP")
+    assert pp.any() and torch.allclose(heavy[pp], 4 * plain[pp])  # bilabial frames weigh 4x
+    far = (torch.nn.functional.max_pool1d((b["viseme"] == 1).float()[:, None] + (b["viseme"] == 2).float()[:, None],
+                                          3, 1, 1)[:, 0] == 0)
+    assert torch.allclose(heavy[far], plain[far])
 
 
 def test_loss_decreases(corpus, tmp_path):
@@ -94,3 +103,20 @@ def test_specialist_starts_from_the_generalist(corpus, tmp_path):
     assert any((g[k] - s[k]).abs().max() > 0 for k in g if k.endswith("weight"))  # but fine-tuned
     with pytest.raises(ValueError, match="no clips"):
         TT.train(_cfg(corpus, tmp_path / "pose", steps=3, scenarios=("pose",), init=gen))
+
+
+def test_same_script_runs_distributed_with_torchrun(corpus, tmp_path):
+    """Two processes (gloo on the CPU; NCCL on GPUs) through torchrun: DDP keeps them in step and only
+    rank 0 writes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "engine.cli", "train",
+           "teacher", "--corpus", str(corpus), "--out", str(out), "--steps", "4", "--batch", "2", "--dim", "32",
+           "--depth", "1", "--heads", "2", "--window", "20", "--checkpoint-every", "2", "--log-every", "2"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # one writer, not two
+    assert (out / "model" / "diffusion_pytorch_model.safetensors").exists()
