@@ -268,13 +268,13 @@ class GuidanceSweep:
     """Measure the effect of audio guidance: lip sync, closure and jitter for each guidance scale x step
     count on held-out clips (rendered and re-measured), written as JSON and a Markdown table."""
 
-    model: Path
-    """Teacher model folder."""
     corpus: Path
     """Held-out corpus."""
     out: Path = Path("guidance")
     scales: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
-    steps: tuple[int, ...] = (1, 2, 4, 8)
+    """Audio guidance scales."""
+    step_counts: tuple[int, ...] = (1, 2, 4, 8)
+    """Denoising step counts."""
     scenarios: tuple[str, ...] = ("speech", "hard")
     clips: int = 4
     portrait: Path | None = None
@@ -284,8 +284,10 @@ class GuidanceSweep:
     def run(self) -> int:
         from engine.eval.guidance import sweep
 
-        res = sweep(self.model, self.corpus, self.portrait or paths.default_portrait(), self.out, self.scales,
-                    self.steps, self.scenarios, self.clips, self.eval, self.common.avatar_cache())
+        if self.eval.model is None:
+            raise ValueError("Give the teacher to measure: --model FOLDER (e.g. assets/models/teachers/generalist)")
+        res = sweep(self.eval.model, self.corpus, self.portrait or paths.default_portrait(), self.out, self.scales,
+                    self.step_counts, self.scenarios, self.clips, self.eval, self.common.avatar_cache())
         log.info("Guidance sweep: %s\n%s", self.out / "guidance.md", res["table"])
         return 0
 

@@ -20,6 +20,11 @@ def default_portrait() -> Path:
     return assets_dir() / "portraits" / "astronaut.png"
 
 
+def teachers_dir() -> Path:
+    """The shipped teacher checkpoints (generalist and specialists)."""
+    return assets_dir() / "models" / "teachers"
+
+
 def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP))
 

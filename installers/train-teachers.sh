@@ -15,13 +15,16 @@ $TC data build --out "$WORK/train" --hours 2 --seed 0 --split train
 $TC data build --out "$WORK/heldout" --hours 0.1 --seed 1 --split heldout --shard-seconds 60
 $TC train teacher --corpus "$WORK/train" --heldout "$WORK/heldout" --out "$WORK/teachers/generalist" --steps 3000
 for s in speech singing pose hard; do
+  extra=()
+  if [ "$s" = hard ]; then extra=(--closure-weight 4); fi   # the hard-viseme specialist weighs p/b/m/f/v frames 4x
   $TC train teacher --corpus "$WORK/train" --heldout "$WORK/heldout" --scenarios "$s" \
-    --init "$WORK/teachers/generalist/model" --out "$WORK/teachers/$s" --steps 600 --lr 1e-4 --warmup 50 \
-    --eval-every 300
+    --init "$WORK/teachers/generalist/model" --out "$WORK/teachers/$s" --steps 800 --lr 1e-4 --warmup 50 \
+    --eval-every 400 "${extra[@]}"
 done
 .venv/bin/python -m engine.train.export_teachers "$WORK/teachers" assets/models/teachers
-$TC train compare --corpus "$WORK/heldout" --real "$SHARED/real" --portrait "$SHARED/portraits/lp_s42.jpg" \
-  --clips 4 --max-seconds 20 --out "$WORK/compare" \
+$TC train compare --corpus "$WORK/heldout" --real "$SHARED/real" --portrait "$SHARED/portraits/happy.png" \
+  --clips 6 --max-seconds 15 --size 256 256 --out "$WORK/compare" \
   --models generalist=assets/models/teachers/generalist speech=assets/models/teachers/speech \
            singing=assets/models/teachers/singing pose=assets/models/teachers/pose hard=assets/models/teachers/hard
-$TC train guidance --model assets/models/teachers/generalist --corpus "$WORK/heldout" --out "$WORK/guidance"
+$TC train guidance --model assets/models/teachers/generalist --corpus "$WORK/heldout" --out "$WORK/guidance" \
+  --portrait "$SHARED/portraits/happy.png"

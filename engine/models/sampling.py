@@ -37,7 +37,7 @@ class SampleConfig:
     shift: float = 1.0
     """Noise schedule shift (diffusers' `shift`; >1 spends more steps at high noise)."""
     overlap: int = 25
-    """Frames shared between consecutive windows in `generate`."""
+    """Frames shared between consecutive windows in `generate` (at most half the model's window)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -123,6 +123,7 @@ def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None 
     padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
     audio_emb = enc(torch.from_numpy(padded)[None].to(dev))  # [1, n, D]
     W = int(model.config.window)
+    overlap = max(0, min(cfg.overlap, W // 2))  # at least half a window of new frames each time
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     out = torch.zeros(n_frames, model.config.motion_dim, device=dev)
     start, done = 0, 0
@@ -140,5 +141,5 @@ def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None 
         x = sample(model, c, cfg.steps, cfg.guidance, gen, cfg.shift)[0]
         out[done:end] = x[known:]
         done = end
-        start = end - cfg.overlap
+        start = max(0, end - overlap)
     return model.from_model(out).cpu().numpy().astype(np.float32)

@@ -129,6 +129,8 @@ def test_generate_long_clip_with_seamless_windows():
     assert out.shape == (n, M) and np.isfinite(out).all()
     np.testing.assert_allclose(generate(m, mel, n, cfg), out)
     assert not np.allclose(generate(m, mel, n, SampleConfig(steps=2, guidance=Guidance(1.5), overlap=5, seed=2)), out)
+    long = generate(m, mel, n, SampleConfig(steps=1, overlap=50))  # overlap > window: clamped, still covers all
+    assert long.shape == (n, M) and np.isfinite(long).all()
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -120,3 +120,29 @@ def test_same_script_runs_distributed_with_torchrun(corpus, tmp_path):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]  # one writer, not two
     assert (out / "model" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_guidance_sweep_and_results_table_commands(corpus, tmp_path, portraits_dir):
+    from engine.cli import main
+
+    model = TT.train(_cfg(corpus, tmp_path / "gen", steps=2))
+    held = tmp_path / "held"
+    build(held, BuildConfig(hours=0.002, seed=5, shard_seconds=8, workers=1, scenarios=("speech",), split="heldout"))
+    portrait = str(portraits_dir / "happy.png")
+    rc = main(["train", "guidance", "--model", str(model), "--corpus", str(held), "--out", str(tmp_path / "g"),
+               "--scales", "1", "2", "--step-counts", "1", "2", "--scenarios", "speech", "--clips", "1",
+               "--portrait", portrait, "--size", "128", "128"])
+    assert rc == 0
+    res = json.loads((tmp_path / "g" / "guidance.json").read_text())
+    passes = {(r["steps"], r["audio_guidance"]): r["passes_per_frame"] for r in res["results"]}
+    assert passes == {(1, 1.0): 1, (1, 2.0): 2, (2, 1.0): 2, (2, 2.0): 4}
+    assert all(-1 <= r["r"] <= 1 and r["jitter"] >= 0 for r in res["results"])
+    assert "| 2 |" in (tmp_path / "g" / "guidance.md").read_text()
+    rc = main(["train", "compare", "--models", f"tiny={model}", "--corpus", str(held), "--scenarios", "speech",
+               "--clips", "1", "--portrait", portrait, "--size", "128", "128", "--out", str(tmp_path / "c")])
+    assert rc == 0
+    table = (tmp_path / "c" / "compare.md").read_text()
+    assert "| procedural |" in table and "| tiny |" in table
+    summary = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert summary["corpus"]["procedural"]["speech"]["clips"] == 1
+    assert main(["train", "compare", "--models", "no-equals-sign"]) == 2

@@ -1,0 +1,95 @@
+"""The shipped teachers (assets/models/teachers) do what they were trained for, measured on the
+landmarks their motion produces: speech drives the mouth in sync, the audio matters, controls
+(listen, smile, blink) are obeyed, real voices open the mouth for speech and close it in pauses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import motion as M
+from engine import paths
+from engine.audio.features import log_mel
+from engine.audio.io import SAMPLE_RATE, load_audio, resample
+from engine.eval import metrics as E
+from engine.face.tracking import mouth_opening
+from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
+from engine.models.loading import load_teacher
+from engine.models.sampling import Guidance, SampleConfig, generate
+
+NAMES = ("generalist", "speech", "singing", "pose", "hard")
+
+
+@pytest.fixture(scope="module")
+def generalist():
+    return load_teacher(paths.teachers_dir() / "generalist")
+
+
+@pytest.fixture(scope="module")
+def basis(framed):
+    return M.MotionBasis(framed.landmarks)
+
+
+@pytest.fixture(scope="module")
+def utterance():
+    from engine.data.tts import EspeakTTS, TTSConfig
+
+    utt = EspeakTTS(TTSConfig(voice="en+m1")).synthesize(  # a held-out voice (engine.data.text.in_split)
+        "Peter bought a bag of maple biscuits, then we went home over the bumpy hill.")
+    audio = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
+    n = int(np.ceil(len(audio) / SAMPLE_RATE * 25))
+    return audio, utt.phonemes, n
+
+
+def test_all_teachers_ship_small_and_load():
+    total = 0
+    for name in NAMES:
+        folder = paths.teachers_dir() / name
+        total += sum(f.stat().st_size for f in folder.iterdir())
+        m = load_teacher(folder)
+        assert m.config.window >= 50 and float(m.motion_std.min()) > 0
+    assert total < 30e6
+
+
+def test_speech_drives_the_mouth_in_sync(generalist, basis, utterance):
+    audio, phonemes, n = utterance
+    mel = log_mel(audio, None, n)
+    gt = E.phoneme_openness(phonemes, n, 25)
+    mo = generate(generalist, mel, n, SampleConfig(steps=8, guidance=Guidance(2.0)))
+    lc = E.lag_corr(mouth_opening(basis.landmarks(mo)), gt, 10)
+    assert lc.r > 0.45 and abs(lc.offset) <= 3
+    deaf = generate(generalist, np.full_like(mel, np.log(1e-6)), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
+    assert E.lag_corr(mouth_opening(basis.landmarks(deaf)), gt, 10).r0 < lc.r - 0.25  # the audio is what matters
+
+
+def test_controls_are_obeyed(generalist, basis, utterance):
+    audio, _, n = utterance
+    mel = log_mel(audio, None, n)
+    cfg = SampleConfig(steps=8, guidance=Guidance(2.0))
+    free = generate(generalist, mel, n, cfg)
+
+    def with_control(name: str, value: float, frames=slice(None)):
+        ctrl = np.zeros((n, N_CONTROLS), np.float32)
+        mask = np.zeros_like(ctrl)
+        ctrl[frames, CONTROL_NAMES.index(name)] = value
+        mask[frames, CONTROL_NAMES.index(name)] = 1
+        return generate(generalist, mel, n, cfg, controls=ctrl, control_mask=mask)
+
+    listening = with_control("speak", 0.0)
+    assert mouth_opening(basis.landmarks(listening)).max() < 0.5 * mouth_opening(basis.landmarks(free)).max()
+    smiling = with_control("smile", 0.8)
+    smile = [M.index("mouthSmile_L"), M.index("mouthSmile_R")]
+    assert smiling[:, smile].mean() > free[:, smile].mean() + 0.3
+    blink = with_control("blink", 1.0, slice(40, 44))
+    eyes = [M.index("eyeBlink_L"), M.index("eyeBlink_R")]
+    assert blink[40:44, eyes].mean() > 0.6
+
+
+def test_real_voice_opens_for_speech_and_closes_in_pauses(generalist, basis, data_dir):
+    audio = load_audio(data_dir / "real" / "eng.wav")[: 12 * SAMPLE_RATE]
+    n = int(len(audio) / SAMPLE_RATE * 25)
+    mo = generate(generalist, log_mel(audio, None, n), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
+    mouth = mouth_opening(basis.landmarks(mo))
+    voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)
+    assert voiced.mean() > 0.3 and (~voiced).sum() > 10
+    assert mouth[voiced].mean() > 1.5 * mouth[~voiced].mean()
