@@ -58,7 +58,10 @@ class TeacherTrainConfig:
     """Per control channel: probability that it is given (on a random span of frames)."""
     p_context: float = 0.5
     """Probability that the window's first frames are given as known motion."""
-    p_listen: float = 0.05
+    p_steer: float = 0.15
+    """Per steerable control (smile, head pose, gaze): probability of moving the target motion to a random
+    value on a span and showing that as the control (teaches controls beyond the corpus's range)."""
+    p_listen: float = 0.1
     """Probability of a listening sample (speak = 0, mouth closed whatever the audio)."""
     closure_weight: float = 1.0
     """Loss weight of frames on a bilabial or labiodental viseme (p/b/m, f/v) and their neighbours

@@ -39,6 +39,8 @@ from engine.train.config import TeacherModelConfig, TeacherTrainConfig  # noqa: 
 log = logging.getLogger(__name__)
 
 MOUTH = [M.index(n) for n in M.EXPRESSIONS if n.startswith(("jaw", "mouth"))]
+ARTICULATION = [i for i in MOUTH if not M.MOTION_NAMES[i].startswith("mouthSmile")]
+"""What closes when listening (a smile may stay)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,6 +73,46 @@ class WindowSampler:
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+STEERABLE = ("smile", "yaw", "pitch", "roll", "gazeX", "gazeY")
+_STEER_DIMS = {"smile": ("mouthSmile_L", "mouthSmile_R"), "yaw": ("headYaw",), "pitch": ("headPitch",),
+               "roll": ("headRoll",), "gazeX": ("eyeLookX",), "gazeY": ("eyeLookY",)}
+_STEER_RANGE = {"smile": (0.2, 0.9), "yaw": (-0.3, 0.3), "pitch": (-0.25, 0.25), "roll": (-0.25, 0.25),
+                "gazeX": (-0.8, 0.8), "gazeY": (-0.6, 0.6)}
+
+
+def steer(motion: torch.Tensor, p: float, gen: torch.Generator, ramp: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teach the controls beyond what the corpus happens to contain: on a random span, move one channel
+    of the target motion to a random value (smile: raise by an offset; pose/gaze: shift to a target,
+    keeping the natural motion around it), with `ramp`-frame transitions. Returns the new motion and
+    which (frame, channel) were steered [B, T, len(STEERABLE)]."""
+    B, T, _ = motion.shape
+    dev = motion.device
+    motion = motion.clone()
+    steered = torch.zeros(B, T, len(STEERABLE), dtype=torch.bool, device=dev)
+    t = torch.arange(T, device=dev, dtype=torch.float32)
+    for j, name in enumerate(STEERABLE):
+        pick = torch.rand(B, generator=gen, device=dev) < p
+        if not pick.any():
+            continue
+        a = torch.rand(B, generator=gen, device=dev) * T * 0.6
+        length = (0.3 + 0.7 * torch.rand(B, generator=gen, device=dev)) * T
+        env = ((t[None] - a[:, None] + 1) / ramp).clamp(0, 1) * ((a[:, None] + length[:, None] - t[None]) / ramp).clamp(0, 1)
+        env = env * pick[:, None]  # [B, T] 0..1
+        lo, hi = _STEER_RANGE[name]
+        value = lo + (hi - lo) * torch.rand(B, generator=gen, device=dev)
+        idx = [M.index(d) for d in _STEER_DIMS[name]]
+        cur = motion[..., idx]
+        if name == "smile":
+            new = (cur + value[:, None, None] * env[..., None]).clamp(0, 1)
+        else:
+            inside = env > 0.999
+            mean = (cur * inside[..., None]).sum(1, keepdim=True) / inside.sum(1).clamp(min=1)[:, None, None]
+            new = cur + (value[:, None, None] - mean) * env[..., None]
+        motion[..., idx] = new
+        steered[..., j] = env > 0
+    return motion, steered
+
+
 def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: TeacherTrainConfig,
                     gen: torch.Generator, train: bool = True) -> tuple[torch.Tensor, Conditions, torch.Tensor]:
     """(x0 [B, T, M] model space, conditions, loss weight [B, T, M]) for a batch of windows."""
@@ -85,6 +127,10 @@ def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: Teach
     if train and cfg.gain_db > 0:  # random level, applied above the silence floor only
         gain = (rand(B, 1, 1) * 2 - 1) * cfg.gain_db * np.log(10) / 10
         mel = torch.where(mel > -13.0, mel + gain, mel)
+    if train and cfg.p_steer > 0:
+        motion, steered = steer(motion, cfg.p_steer, gen)
+    else:
+        steered = torch.zeros(B, T, len(STEERABLE), dtype=torch.bool, device=dev)
     # Frame controls read from the target motion (what the avatar did), shown on random spans.
     ctrl = torch.zeros(B, T, N_CONTROLS, device=dev)
     ctrl[..., CONTROL_NAMES.index("smile")] = motion[..., [M.index("mouthSmile_L"), M.index("mouthSmile_R")]].mean(-1)
@@ -101,10 +147,13 @@ def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: Teach
         length = (rand(B, N_CONTROLS) * T).long() + 1
         t = torch.arange(T, device=dev)[None, :, None]
         mask = (on[:, None] & (t >= a[:, None]) & (t < (a + length)[:, None])).float()
+        for j, name in enumerate(STEERABLE):  # a steered span is always shown: the control caused it
+            k = CONTROL_NAMES.index(name)
+            mask[..., k] = torch.maximum(mask[..., k], steered[..., j].float())
         listen = rand(B) < cfg.p_listen
         if listen.any():
             m = motion[listen]
-            m[:, :, MOUTH] = 0.0
+            m[:, :, ARTICULATION] = 0.0
             motion[listen] = m
             ctrl[listen, :, CONTROL_NAMES.index("speak")] = 0.0
             mask[listen, :, CONTROL_NAMES.index("speak")] = 1.0

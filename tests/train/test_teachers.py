@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -37,22 +38,20 @@ def test_conditions_from_a_batch(corpus):
     wcfg = WindowConfig(frames=20, past=model.audio_encoder.past_frames, lookahead=2)
     sampler = TT.WindowSampler(corpus, (), wcfg)
     assert {c.info["scenario"] for c in sampler.clips} == {"speech", "singing"}
-    import numpy as np
-
     b = sampler.draw(6, np.random.default_rng(0))
     assert b["mel"].shape == (6, 4 * (20 + model.audio_encoder.past_frames + 2), 80)
     cfg = _cfg(corpus, corpus, p_listen=1.0, p_controls=1.0, p_context=1.0)
     x0, c, w = TT.make_conditions(model, b, cfg, torch.Generator().manual_seed(0))
     speak = CONTROL_NAMES.index("speak")
     assert (c.controls[..., speak] == 0).all() and (c.control_mask[..., speak] == 1).all()  # listening
-    mouth = model.from_model(x0)[..., TT.MOUTH]
+    mouth = model.from_model(x0)[..., TT.ARTICULATION]
     assert mouth.abs().max() < 1e-5  # ... with the mouth closed whatever the audio
     assert (c.context_mask[:, 0] == 1).all() and torch.allclose(c.context[:, 0], x0[:, 0])
     assert (w[c.context_mask.bool()] < w.max()).all()  # known frames weigh less in the loss
     yaw = CONTROL_NAMES.index("yaw")
     given = c.control_mask[..., yaw].bool()
-    raw = b["motion"][..., M.index("headYaw")]
-    assert torch.allclose(c.controls[..., yaw][given], raw[given])  # controls read from the target
+    target = model.from_model(x0)[..., M.index("headYaw")]  # (after steering)
+    assert torch.allclose(c.controls[..., yaw][given], target[given], atol=1e-5)  # controls read from the target
     b = sampler.draw(32, np.random.default_rng(1))
     plain = TT.make_conditions(model, b, _cfg(corpus, corpus), torch.Generator().manual_seed(1))[2]
     heavy = TT.make_conditions(model, b, _cfg(corpus, corpus, closure_weight=4.0), torch.Generator().manual_seed(1))[2]
@@ -61,6 +60,21 @@ def test_conditions_from_a_batch(corpus):
     far = (torch.nn.functional.max_pool1d((b["viseme"] == 1).float()[:, None] + (b["viseme"] == 2).float()[:, None],
                                           3, 1, 1)[:, 0] == 0)
     assert torch.allclose(heavy[far], plain[far])
+
+
+def test_steering_moves_the_target_and_shows_the_control():
+    B, T = 16, 40
+    motion = torch.zeros(B, T, M.DIM)
+    steered_motion, steered = TT.steer(motion, 1.0, torch.Generator().manual_seed(0))
+    yaw_j, smile_j = TT.STEERABLE.index("yaw"), TT.STEERABLE.index("smile")
+    yaw = steered_motion[..., M.index("headYaw")]
+    assert (yaw[~steered[..., yaw_j]] == 0).all()  # untouched outside the span
+    for b in range(B):  # a plateau at one target value inside it
+        plateau = yaw[b][steered[b, :, yaw_j]]
+        assert plateau.abs().max() <= 0.3 + 1e-6 and np.isclose(plateau.abs().max(), np.abs(plateau).max())
+    smile = steered_motion[..., M.index("mouthSmile_L")]
+    assert smile.max() > 0.2 and (smile >= 0).all() and (smile <= 1).all()
+    assert steered[..., smile_j].float().mean() > 0.2
 
 
 def test_loss_decreases(corpus, tmp_path):
