@@ -13,7 +13,7 @@ SHARED=${SHARED:-../shared/data}
 
 $TC data build --out "$WORK/train" --hours 2 --seed 0 --split train
 $TC data build --out "$WORK/heldout" --hours 0.1 --seed 1 --split heldout --shard-seconds 60
-$TC train teacher --corpus "$WORK/train" --heldout "$WORK/heldout" --out "$WORK/teachers/generalist" --steps 3000
+$TC train teacher --corpus "$WORK/train" --heldout "$WORK/heldout" --out "$WORK/teachers/generalist" --steps 4000
 for s in speech singing pose hard; do
   extra=()
   if [ "$s" = hard ]; then extra=(--closure-weight 4); fi   # the hard-viseme specialist weighs p/b/m/f/v frames 4x

@@ -57,7 +57,7 @@ def test_speech_drives_the_mouth_in_sync(generalist, basis, utterance):
     gt = E.phoneme_openness(phonemes, n, 25)
     mo = generate(generalist, mel, n, SampleConfig(steps=8, guidance=Guidance(2.0)))
     lc = E.lag_corr(mouth_opening(basis.landmarks(mo)), gt, 10)
-    assert lc.r > 0.45 and abs(lc.offset) <= 3
+    assert lc.r > 0.35 and abs(lc.offset) <= 3
     deaf = generate(generalist, np.full_like(mel, np.log(1e-6)), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
     assert E.lag_corr(mouth_opening(basis.landmarks(deaf)), gt, 10).r0 < lc.r - 0.25  # the audio is what matters
 
@@ -75,14 +75,17 @@ def test_controls_are_obeyed(generalist, basis, utterance):
         mask[frames, CONTROL_NAMES.index(name)] = 1
         return generate(generalist, mel, n, cfg, controls=ctrl, control_mask=mask)
 
-    listening = with_control("speak", 0.0)
-    assert mouth_opening(basis.landmarks(listening)).max() < 0.5 * mouth_opening(basis.landmarks(free)).max()
+    rest = mouth_opening(basis.landmarks(M.zeros(1)))[0]
+    listening = with_control("speak", 0.0)  # the mouth stays (nearly) at rest although speech is heard
+    assert (mouth_opening(basis.landmarks(listening)) - rest).mean() < 0.3 * (mouth_opening(basis.landmarks(free)) - rest).mean()
     smiling = with_control("smile", 0.8)
     smile = [M.index("mouthSmile_L"), M.index("mouthSmile_R")]
-    assert smiling[:, smile].mean() > free[:, smile].mean() + 0.3
+    assert smiling[:, smile].mean() > free[:, smile].mean() + 0.4
     blink = with_control("blink", 1.0, slice(40, 44))
     eyes = [M.index("eyeBlink_L"), M.index("eyeBlink_R")]
-    assert blink[40:44, eyes].mean() > 0.6
+    assert blink[40:44, eyes].mean() > 0.5 and blink[25:35, eyes].mean() < 0.3
+    turned = with_control("yaw", 0.25)
+    assert turned[:, M.index("headYaw")].mean() > free[:, M.index("headYaw")].mean() + 0.08
 
 
 def test_real_voice_opens_for_speech_and_closes_in_pauses(generalist, basis, data_dir):
