@@ -294,11 +294,14 @@ class GuidanceSweep:
 
 @dataclass
 class Compare:
-    """Results table: the procedural baseline and trained teachers side by side on a held-out corpus
+    """Results table: the procedural baselines and trained teachers side by side on a held-out corpus
     (per scenario) and on real recordings (../shared/data/real: sun clip against the real speaker)."""
 
     models: tuple[str, ...] = ()
-    """NAME=MODEL_FOLDER for each teacher (the procedural baseline is always included)."""
+    """NAME=MODEL_FOLDER for each teacher."""
+    baselines: tuple[str, ...] = ("procedural", "procedural-audio")
+    """Procedural sources to include: procedural (with the corpus's phonemes: the teachers' training
+    target), procedural-audio (audio only: the baseline for audio-driven models)."""
     corpus: Path | None = None
     """Held-out corpus (`talkcam data build --split heldout`)."""
     real: Path | None = None
@@ -313,7 +316,11 @@ class Compare:
     def run(self) -> int:
         from engine.eval.compare import compare
 
-        sources: dict[str, Path | None] = {"procedural": None}
+        sources: dict[str, str | Path] = {}
+        for b in self.baselines:
+            if b not in ("procedural", "procedural-audio"):
+                raise ValueError(f"--baselines takes procedural and/or procedural-audio, got {b!r}")
+            sources[b] = b
         for item in self.models:
             name, sep, folder = item.partition("=")
             if not sep or not name or not folder:

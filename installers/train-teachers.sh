@@ -26,5 +26,5 @@ $TC train compare --corpus "$WORK/heldout" --real "$SHARED/real" --portrait "$SH
   --clips 6 --max-seconds 15 --size 256 256 --out "$WORK/compare" \
   --models generalist=assets/models/teachers/generalist speech=assets/models/teachers/speech \
            singing=assets/models/teachers/singing pose=assets/models/teachers/pose hard=assets/models/teachers/hard
-$TC train guidance --model assets/models/teachers/generalist --corpus "$WORK/heldout" --out "$WORK/guidance" \
+$TC train guidance --model assets/models/teachers/generalist --corpus "$WORK/heldout" --out "$WORK/guidance" --clips 6 \
   --portrait "$SHARED/portraits/happy.png"

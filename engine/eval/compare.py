@@ -25,22 +25,29 @@ REAL_CLIPS = {  # file -> (style prompt, reference video or None)
 }
 
 
-def compare(sources: dict[str, Path | None], corpus: Path | None, portrait: Path, out: Path,
+PROCEDURAL = ("procedural", "procedural-audio")
+
+
+def compare(sources: dict[str, str | Path], corpus: Path | None, portrait: Path, out: Path,
             scenarios=("speech", "singing", "pose", "hard"), clips: int = 4, real: Path | None = None,
             config: EvalConfig | None = None, cache_dir: Path | None = None) -> dict:
-    """`sources`: name -> model folder (None = the procedural animator)."""
+    """`sources`: name -> a model folder, or "procedural" (the animator with the corpus's phonemes: the
+    teachers' training target, an oracle on TTS) or "procedural-audio" (its audio-only mouth: the
+    baseline an audio-driven model must beat). On real recordings, which have no phonemes, the two
+    procedural sources are the same, so only "procedural" is run there."""
     cfg = config or EvalConfig()
     ev = Evaluator(cfg)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"portrait": str(portrait), "size": list(cfg.size), "corpus": {}, "real": {}}
-    for name, folder in sources.items():
-        source = "procedural" if folder is None else "model"
+    for name, what in sources.items():
+        source = str(what) if str(what) in PROCEDURAL else "model"
+        folder = None if source != "model" else Path(what)
         ev.config = replace(cfg, model=folder)
         if corpus is not None:
             s = evaluate_corpus(corpus, portrait, out / name, tuple(scenarios), clips, source, ev.config,
                                 cache_dir, evaluator=ev)
             summary["corpus"][name] = s["scenarios"]
-        if real is not None:
+        if real is not None and source != "procedural-audio":
             rows = {}
             for fname, (style, ref) in REAL_CLIPS.items():
                 if not (real / fname).exists():

@@ -3,6 +3,7 @@
 Models the project does not train do the measuring: MediaPipe's face mesh (mouth opening, head
 position, jitter) and dlib's face-recognition ResNet (identity distance). Motion sources:
   procedural   the procedural animator (phonemes when known, else the audio-only mouth)
+  procedural-audio  the procedural animator's audio-only mouth, even where phonemes are known
   corpus       the clip's stored motion (for corpus clips)
   reference    motion fitted from the reference video (retargeting; an upper bound for (b))
   model        a trained motion model (a teacher: --model FOLDER), sampled with --steps/--audio-guidance
@@ -46,9 +47,9 @@ class EvalConfig:
     """Inner-lip gap (IOD units) counted as closed."""
     model: Path | None = None
     """Model folder for --source model (e.g. runs/generalist/model)."""
-    steps: int = 8
+    steps: int = 4
     """Denoising steps for --source model."""
-    audio_guidance: float = 2.0
+    audio_guidance: float = 3.0
     """Audio guidance scale for --source model (1 = none)."""
     style_guidance: float = 1.0
     """Style guidance scale for --source model (1 = none)."""
@@ -159,6 +160,8 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
     (`model` = a loaded motion model, audio only; `shape` = the portrait's standardised face shape)."""
     if source == "procedural":
         return ProceduralAnimator(animator).animate(phonemes, n_frames, FPS, audio, SAMPLE_RATE)
+    if source == "procedural-audio":  # the audio-only baseline, even where phonemes are known
+        return ProceduralAnimator(animator).animate(None, n_frames, FPS, audio, SAMPLE_RATE)
     if source == "model":
         from engine.audio.features import log_mel
         from engine.models.sampling import Guidance, SampleConfig, generate
@@ -170,7 +173,7 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
             mel = log_mel(audio, None, n_frames)
         sc = SampleConfig(steps=cfg.steps, guidance=Guidance(cfg.audio_guidance, cfg.style_guidance), seed=cfg.seed)
         return generate(model, mel.astype(np.float32), n_frames, sc, shape=shape, style=cfg.style or style)
-    raise ValueError(f"unknown motion source {source!r} (available: procedural, model, reference, corpus)")
+    raise ValueError(f"unknown motion source {source!r} (available: procedural, procedural-audio, model, reference, corpus)")
 
 
 def load_model(folder: Path | None):

@@ -156,7 +156,7 @@ def test_guidance_sweep_and_results_table_commands(corpus, tmp_path, portraits_d
                "--clips", "1", "--portrait", portrait, "--size", "128", "128", "--out", str(tmp_path / "c")])
     assert rc == 0
     table = (tmp_path / "c" / "compare.md").read_text()
-    assert "| procedural |" in table and "| tiny |" in table
+    assert "| procedural |" in table and "| procedural-audio |" in table and "| tiny |" in table
     summary = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert summary["corpus"]["procedural"]["speech"]["clips"] == 1
     assert main(["train", "compare", "--models", "no-equals-sign"]) == 2
