@@ -69,16 +69,18 @@ def test_steering_moves_the_target_and_shows_the_control():
     yaw_j, smile_j = TT.STEERABLE.index("yaw"), TT.STEERABLE.index("smile")
     yaw = steered_motion[..., M.index("headYaw")]
     assert (yaw[~steered[..., yaw_j]] == 0).all()  # untouched outside the span
-    for b in range(B):  # a plateau at one target value inside it
-        plateau = yaw[b][steered[b, :, yaw_j]]
-        assert plateau.abs().max() <= 0.3 + 1e-6 and np.isclose(plateau.abs().max(), np.abs(plateau).max())
+    for b in range(B):  # inside it: 4-frame ramps, and a plateau at one target value within the range
+        span = yaw[b][steered[b, :, yaw_j]].numpy()
+        values, counts = np.unique(span.round(5), return_counts=True)
+        assert counts.max() >= len(span) - 8 and abs(values[counts.argmax()]) <= 0.3 + 1e-5
     smile = steered_motion[..., M.index("mouthSmile_L")]
     assert smile.max() > 0.2 and (smile >= 0).all() and (smile <= 1).all()
     assert steered[..., smile_j].float().mean() > 0.2
 
 
 def test_loss_decreases(corpus, tmp_path):
-    cfg = _cfg(corpus, tmp_path / "run", steps=60, checkpoint_every=1000, lr=3e-3, warmup=5, log_every=10)
+    cfg = _cfg(corpus, tmp_path / "run", steps=60, checkpoint_every=1000, lr=3e-3, warmup=5, log_every=10,
+               p_steer=0.0, p_listen=0.0)  # the plain flow-matching loss (steering adds far-off targets)
     TT.train(cfg)
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [10, 20, 30, 40, 50, 60]
