@@ -31,6 +31,9 @@ class TeacherTrainConfig:
     """Held-out corpus for periodic evaluation."""
     scenarios: tuple[str, ...] = ()
     """Train only on these scenarios (a specialist); empty = all (the generalist)."""
+    scenario_share: float = 1.0
+    """With --scenarios: the share of windows drawn from those scenarios; the rest come from all the
+    others in equal parts (replay, so a specialist keeps what the generalist knows). 1 = only them."""
     init: Path | None = None
     """Start from this model folder (specialists start from the generalist)."""
     steps: int = 3000

@@ -48,13 +48,16 @@ class WindowSampler:
     """All clips of a corpus in memory; draws random windows (deterministic per seed and step), each
     scenario equally often whatever its share of the audio."""
 
-    def __init__(self, root: Path, scenarios: tuple[str, ...], wcfg: WindowConfig) -> None:
+    def __init__(self, root: Path, scenarios: tuple[str, ...], wcfg: WindowConfig, share: float = 1.0) -> None:
         rows = read_manifest(root)
-        keep = {r["shard"] for r in rows if not scenarios or r["scenario"] in scenarios}
+        if scenarios and not any(r["scenario"] in scenarios for r in rows):
+            raise ValueError(f"{root} has no clips of scenarios {scenarios}")
+        replay = bool(scenarios) and share < 1.0
+        keep = {r["shard"] for r in rows if not scenarios or replay or r["scenario"] in scenarios}
         self.clips: list[Clip] = []
         for shard in sorted(keep):
             self.clips += [c for c in read_shard(root / shard)
-                           if not scenarios or c.info.get("scenario") in scenarios]
+                           if not scenarios or replay or c.info.get("scenario") in scenarios]
         if not self.clips:
             raise ValueError(f"{root} has no clips of scenarios {scenarios or 'any'}")
         self.wcfg = wcfg
@@ -62,6 +65,11 @@ class WindowSampler:
         scen = np.array([c.info.get("scenario", "speech") for c in self.clips])
         per = {sc: frames[scen == sc].sum() for sc in set(scen)}
         self.p = frames / np.array([per[sc] for sc in scen]) / len(per)  # scenarios in equal shares
+        if replay:
+            own = np.isin(scen, scenarios)
+            others = len({s for s in per if s not in scenarios})
+            self.p = np.where(own, frames / frames[own].sum() * share,
+                              self.p * len(per) / max(others, 1) * (1 - share))
         self.frames = int(frames.sum())
 
     def draw(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -265,7 +273,7 @@ def train(cfg: TeacherTrainConfig) -> Path:
                               window=mc.window, audio={"lookahead": mc.lookahead, "dropout": mc.dropout})
     wcfg = WindowConfig(frames=int(model.config.window), past=model.audio_encoder.past_frames,
                         lookahead=model.audio_encoder.config.lookahead)
-    sampler = WindowSampler(Path(cfg.corpus), tuple(cfg.scenarios), wcfg)
+    sampler = WindowSampler(Path(cfg.corpus), tuple(cfg.scenarios), wcfg, cfg.scenario_share)
     log.info("Corpus %s: %d clips, %.2f h%s; model %.2fM parameters", cfg.corpus, len(sampler.clips),
              sampler.frames / 25 / 3600, f" ({', '.join(cfg.scenarios)})" if cfg.scenarios else "",
              sum(p.numel() for p in model.parameters()) / 1e6)

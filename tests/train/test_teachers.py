@@ -62,6 +62,16 @@ def test_conditions_from_a_batch(corpus):
     assert torch.allclose(heavy[far], plain[far])
 
 
+def test_specialist_sampler_replays_the_other_scenarios(corpus):
+    wcfg = WindowConfig(frames=20, past=14, lookahead=2)
+    only = TT.WindowSampler(corpus, ("singing",), wcfg)
+    assert {c.info["scenario"] for c in only.clips} == {"singing"}
+    mixed = TT.WindowSampler(corpus, ("singing",), wcfg, share=0.6)
+    scen = np.array([c.info["scenario"] for c in mixed.clips])
+    assert np.isclose(mixed.p.sum(), 1) and np.isclose(mixed.p[scen == "singing"].sum(), 0.6)
+    assert np.isclose(mixed.p[scen == "speech"].sum(), 0.4)
+
+
 def test_steering_moves_the_target_and_shows_the_control():
     B, T = 16, 40
     motion = torch.zeros(B, T, M.DIM)
