@@ -314,11 +314,11 @@ class Compare:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.compare import compare
+        from engine.eval.compare import PROCEDURAL, compare
 
         sources: dict[str, str | Path] = {}
         for b in self.baselines:
-            if b not in ("procedural", "procedural-audio"):
+            if b not in PROCEDURAL:
                 raise ValueError(f"--baselines takes procedural and/or procedural-audio, got {b!r}")
             sources[b] = b
         for item in self.models:

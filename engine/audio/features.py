@@ -16,6 +16,11 @@ from torch import nn
 
 from engine.audio.io import SAMPLE_RATE
 
+MEL_EPS = 1e-6
+"""Added to the mel energies before the log."""
+SILENCE = float(np.log(MEL_EPS))
+"""The log-mel value of digital silence (padding before/after a clip)."""
+
 
 @dataclass(frozen=True)
 class MelConfig:
@@ -79,7 +84,7 @@ class LogMel(nn.Module):
         frames = audio.unfold(-1, cfg.win_length, cfg.hop_length)  # [B, F, win]
         spec = torch.fft.rfft(frames * self.window, n=cfg.n_fft).abs().pow(2)
         mel = spec @ self.fb.T
-        return torch.log(mel + 1e-6)
+        return torch.log(mel + MEL_EPS)
 
 
 def log_mel(audio: np.ndarray, config: MelConfig | None = None, n_frames: int | None = None) -> np.ndarray:

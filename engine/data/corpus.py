@@ -28,6 +28,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from engine.data.tts import Phoneme
 from engine.data.visemes import VISEMES
 
 FORMAT = "talkcam-shard-v1"
@@ -49,6 +50,11 @@ class Clip:
     @property
     def frames(self) -> int:
         return len(self.motion)
+
+    @property
+    def phonemes(self) -> list[Phoneme]:
+        """The phoneme timings stored with a TTS clip (empty for real clips)."""
+        return [Phoneme(p, a, b) for p, a, b in self.info.get("phonemes", [])]
 
 
 def shard_name(k: int) -> str:
@@ -110,6 +116,20 @@ def read_shard(path: Path) -> list[Clip]:
             viseme=arr["viseme"][fo[i]:fo[i + 1]],
             info=info,
         ))
+    return out
+
+
+def scenario_clips(root: Path, scenarios: tuple[str, ...], limit: int | None = None) -> list[tuple[str, dict, Clip]]:
+    """(scenario, manifest row, clip) for the first `limit` clips of each scenario, in manifest order;
+    every shard is read once."""
+    rows = read_manifest(Path(root))
+    shards: dict[str, list[Clip]] = {}
+    out = []
+    for sc in scenarios:
+        for row in [r for r in rows if r["scenario"] == sc][:limit]:
+            if row["shard"] not in shards:
+                shards[row["shard"]] = read_shard(Path(root) / row["shard"])
+            out.append((sc, row, shards[row["shard"]][row["index"]]))
     return out
 
 

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from engine.audio.features import SILENCE
 from engine.data import styles
 from engine.data.corpus import SCENARIOS, Clip, read_manifest, read_shard
-
-SILENCE = float(np.log(1e-6))  # log-mel floor (engine.audio.features)
 
 
 @dataclass

@@ -55,6 +55,11 @@ def pad(ids: list[int], max_words: int = MAX_WORDS) -> np.ndarray:
     return out
 
 
+def scenario_prompt(scenario: str) -> str:
+    """The plain prompt for a scenario when generating (singing sings, everything else speaks)."""
+    return "singing" if scenario == "singing" else "speaking"
+
+
 def prompt_for(info: dict, rng: np.random.Generator) -> str:
     """A training prompt for a corpus clip (from its scenario, voice, rate and head motion)."""
     scenario = info.get("scenario", "speech")

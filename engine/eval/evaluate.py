@@ -240,33 +240,30 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
                     cache_dir: Path | None = None, evaluator: Evaluator | None = None) -> dict:
     """Score `source` on the first `clips` clips of each scenario of a (held-out) corpus; phoneme ground
     truth comes from the corpus. Writes corpus_result.json and a Markdown table; returns the summary."""
-    from engine.data.corpus import read_manifest, read_shard
+    from engine.data import styles
+    from engine.data.corpus import scenario_clips
 
     ev = evaluator or Evaluator(config)
     framed = ev.frame(portrait, cache_dir)
+    shape = portrait_shape(framed)
     model = load_model(ev.config.model) if source == "model" else None
-    rows = read_manifest(Path(corpus))
+    chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)
     per: dict[str, list[dict]] = {}
-    cache: dict[str, list] = {}
     for sc in scenarios:
-        chosen = [r for r in rows if r["scenario"] == sc][:clips]
-        if not chosen:
+        if not any(s == sc for s, _, _ in chosen):
             log.warning("%s has no %s clips", corpus, sc)
-        for row in chosen:
-            shard = cache.setdefault(row["shard"], read_shard(Path(corpus) / row["shard"]))
-            clip = shard[row["index"]]
-            phon = [Phoneme(p, a, b) for p, a, b in clip.info.get("phonemes", [])] or None
-            if source == "corpus":
-                motion = clip.motion
-            else:
-                motion = motion_for(source, clip.audio, clip.frames, phon, model=model, config=ev.config,
-                                    shape=portrait_shape(framed), mel=clip.mel,
-                                    style="singing" if sc == "singing" else "speaking")
-            m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
-            res = ev.score(m, clip.audio, phon)
-            res["id"] = row["id"]
-            per.setdefault(sc, []).append(res)
-            log.info("%s %s: %s", sc, row["id"], _brief(res))
+    for sc, row, clip in chosen:
+        phon = clip.phonemes or None
+        if source == "corpus":
+            motion = clip.motion
+        else:
+            motion = motion_for(source, clip.audio, clip.frames, phon, model=model, config=ev.config,
+                                shape=shape, mel=clip.mel, style=styles.scenario_prompt(sc))
+        m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
+        res = ev.score(m, clip.audio, phon)
+        res["id"] = row["id"]
+        per.setdefault(sc, []).append(res)
+        log.info("%s %s: %s", sc, row["id"], _brief(res))
     summary = {"corpus": str(corpus), "portrait": str(portrait), "source": source,
                "model": str(ev.config.model) if source == "model" else None,
                "scenarios": {sc: aggregate(v) for sc, v in per.items()}, "clips": per}

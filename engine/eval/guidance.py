@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.corpus import read_manifest, read_shard
-from engine.data.tts import Phoneme
+from engine.data import styles
+from engine.data.corpus import scenario_clips
 from engine.eval.evaluate import EvalConfig, Evaluator, load_model, motion_for, portrait_shape
 from engine.models.sampling import Guidance, passes_per_step
 
@@ -27,19 +27,16 @@ def sweep(model_dir: Path, corpus: Path, portrait: Path, out: Path, scales=(1.0,
     framed = ev.frame(portrait, cache_dir)
     shape = portrait_shape(framed)
     model = load_model(model_dir)
-    rows = read_manifest(Path(corpus))
-    chosen = [(sc, r) for sc in scenarios for r in [r for r in rows if r["scenario"] == sc][:clips]]
-    shards: dict[str, list] = {}
+    chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)  # read once for every setting
     results = []
     for n_steps in steps:
         for g in scales:
             c = replace(cfg, steps=n_steps, audio_guidance=g, style_guidance=1.0)
             per = []
-            for sc, row in chosen:
-                clip = shards.setdefault(row["shard"], read_shard(Path(corpus) / row["shard"]))[row["index"]]
-                phon = [Phoneme(*p) for p in clip.info.get("phonemes", [])]
+            for sc, _, clip in chosen:
+                phon = clip.phonemes
                 mo = motion_for("model", clip.audio, clip.frames, phon, model=model, config=c, shape=shape,
-                                mel=clip.mel, style="singing" if sc == "singing" else "speaking")
+                                mel=clip.mel, style=styles.scenario_prompt(sc))
                 m = ev.measure(ev.render(framed, mo), None, None)
                 s = ev.score(m, clip.audio, phon)
                 per.append({"scenario": sc, "r": s["lipsync_tts"]["r"], "r0": s["lipsync_tts"]["r0"],

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from engine.audio.features import SILENCE
 from engine.data import styles
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import N_CONTROLS, Conditions
@@ -118,8 +119,7 @@ def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None 
     enc = model.audio_encoder
     past, la = enc.context()
     mpf = enc.config.mels_per_frame
-    floor = float(np.log(1e-6))
-    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), floor, np.float32)
+    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), SILENCE, np.float32)
     padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
     audio_emb = enc(torch.from_numpy(padded)[None].to(dev))  # [1, n, D]
     W = int(model.config.window)

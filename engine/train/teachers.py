@@ -38,6 +38,8 @@ from engine.train.config import TeacherModelConfig, TeacherTrainConfig  # noqa: 
 
 log = logging.getLogger(__name__)
 
+SOUND = -13.0
+"""Log-mel values above this are sound (the floor, engine.audio.features.SILENCE, is -13.8)."""
 MOUTH = [M.index(n) for n in M.EXPRESSIONS if n.startswith(("jaw", "mouth"))]
 ARTICULATION = [i for i in MOUTH if not M.MOTION_NAMES[i].startswith("mouthSmile")]
 """What closes when listening (a smile may stay)."""
@@ -134,7 +136,7 @@ def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: Teach
     mel = b["mel"]
     if train and cfg.gain_db > 0:  # random level, applied above the silence floor only
         gain = (rand(B, 1, 1) * 2 - 1) * cfg.gain_db * np.log(10) / 10
-        mel = torch.where(mel > -13.0, mel + gain, mel)
+        mel = torch.where(mel > SOUND, mel + gain, mel)
     if train and cfg.p_steer > 0:
         motion, steered = steer(motion, cfg.p_steer, gen)
     else:
@@ -206,7 +208,8 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
                steps: int = 4, audio_guidance: float = 2.0, reference: np.ndarray | None = None) -> dict:
     """Lip sync (r, offset) and bilabial closure of generated motion, measured on the landmarks it
     produces on a reference face (no rendering: fast, for monitoring training)."""
-    from engine.data.tts import Phoneme
+    from engine.data import styles
+    from engine.data.corpus import scenario_clips
     from engine.eval import metrics as E
     from engine.face.tracking import mouth_opening
     from engine.models.sampling import Guidance, SampleConfig, generate
@@ -214,18 +217,16 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
     if reference is None:
         reference = default_reference_landmarks()
     basis = M.MotionBasis(reference)
-    rows = read_manifest(heldout)
+    chosen = scenario_clips(heldout, tuple(scenarios), clips)
     out: dict[str, dict] = {}
-    cache: dict[str, list[Clip]] = {}
     for sc in scenarios:
         rs, cl = [], []
-        for row in [r for r in rows if r["scenario"] == sc][:clips]:
-            clip = cache.setdefault(row["shard"], read_shard(heldout / row["shard"]))[row["index"]]
-            phon = [Phoneme(*p) for p in clip.info.get("phonemes", [])]
+        for clip in [c for s, _, c in chosen if s == sc]:
+            phon = clip.phonemes
             if not phon:
                 continue
             mo = generate(model, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
-                          style="singing" if sc == "singing" else "speaking")
+                          style=styles.scenario_prompt(sc))
             mouth = mouth_opening(basis.landmarks(mo))
             lc = E.lag_corr(mouth, E.phoneme_openness(phon, clip.frames, 25), 10)
             rs.append((lc.r, lc.offset, lc.r0))
@@ -250,7 +251,7 @@ def default_reference_landmarks() -> np.ndarray:
 def _stats(sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     mo = np.concatenate([c.motion for c in sampler.clips])
     mel = np.concatenate([c.mel.astype(np.float32) for c in sampler.clips[:200]])
-    mel = mel[mel.mean(1) > -13.0]
+    mel = mel[mel.mean(1) > SOUND]
     std = np.maximum(mo.std(0), 0.02)
     return (torch.from_numpy(mo.mean(0)), torch.from_numpy(std.astype(np.float32)),
             torch.from_numpy(mel.mean(0)), torch.from_numpy(np.maximum(mel.std(0), 0.5)))

@@ -14,7 +14,7 @@ from engine.audio.io import SAMPLE_RATE
 from engine.data import augment as A
 from engine.data import text as T
 from engine.data.build import BuildConfig, build, make_clip
-from engine.data.corpus import read_manifest, read_shard
+from engine.data.corpus import read_manifest, read_shard, scenario_clips
 from engine.data.dataset import SILENCE, WindowConfig, WindowDataset, window
 from engine.data.tts import EspeakTTS, TTSConfig
 from engine.data.visemes import viseme_of
@@ -137,6 +137,11 @@ def test_build_is_deterministic_resumable_and_guarded(tmp_path):
     corpus = json.loads((a / "corpus.json").read_text())
     assert corpus["clips"] == len(rows) and abs(corpus["seconds"] - sum(r["duration"] for r in rows)) < 1e-6
     clip = read_shard(a / rows[0]["shard"])[rows[0]["index"]]
+    chosen = scenario_clips(a, (rows[0]["scenario"],), 2)  # by scenario, manifest order, one read per shard
+    assert chosen[0][1] == rows[0] and chosen[0][2].info["id"] == clip.info["id"]
+    assert len(chosen) == min(2, sum(r["scenario"] == rows[0]["scenario"] for r in rows))
+    assert [(p.ipa, p.start, p.end) for p in clip.phonemes] == [tuple(x) for x in clip.info["phonemes"]]
+    assert clip.phonemes
     assert clip.mel.shape == (4 * clip.frames, 80) and clip.motion.shape == (clip.frames, M.DIM)
     assert abs(len(clip.audio) / SAMPLE_RATE - clip.frames / 25) < 0.04 + 1e-6
 
