@@ -1,0 +1,323 @@
+"""The student: a causal, few-step motion generator that streams chunk by chunk with a KV cache.
+
+Same conditioning as the teachers (`engine.models.conditions`), same network parts
+(`engine.models.transformer`), so it starts from a teacher's weights. What differs:
+
+- Block-causal over chunks of `chunk` frames: bidirectional inside a chunk, causal across chunks.
+- Streaming state (`StudentCache`): a permanent **sink** (the identity/style prefix tokens and the
+  first `sink_frames` clean frames) plus a **sliding window** of the last `window` clean frames'
+  keys/values, as fixed-shape buffers derived from the config (plus validity masks).
+- Positions: keys are cached un-rotated. Window and chunk tokens use rotary embeddings (relative
+  positions, re-based at every call, so a 1000 s stream never leaves the positions seen in training);
+  sink keys carry no position at all (their half of the query/key vector is not rotated, see `_attend`).
+- The guidance scale is an input (embedded like time): one network pass per denoising step.
+- Sampling: Euler steps of the flow on the grid s = 1, 1 - 1/n, ..., 1/n (n = 1, 2 or 4 steps: nested
+  grids, x_{s'} = x_s + (s' - s) v). After a chunk is final, one pass at s = 0 over the clean chunk
+  writes its keys/values to the cache (`commit`).
+
+`forward` is the full-sequence form used in training: noisy frames (each chunk at its own noise level)
+attend to the clean frames the cache would hold at that time (block-causal mask with sink + window).
+`tests/models/test_student.py` checks that streaming chunk by chunk equals it, also after eviction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from engine.data.styles import STYLE_WORDS
+from engine.face.shape import SHAPE_DIM
+from engine.models.audio_encoder import AudioEncoder
+from engine.models.conditions import ConditionEncoder, Conditions
+from engine.models.transformer import Block, apply_rotary, rotary, timestep_embedding
+from engine.motion import DIM as MOTION_DIM
+
+N_PREFIX = 2
+"""Prefix tokens: identity, style."""
+
+
+def step_grid(steps: int) -> list[float]:
+    """Noise levels the student denoises from: 1, 1 - 1/n, ..., 1/n (then 0). 1, 2, 4 steps are nested."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return [1.0 - i / steps for i in range(steps)]
+
+
+@dataclass
+class StudentCache:
+    """Streaming state of one student for B streams. Buffers are [depth, B, heads, slots, head_dim]."""
+
+    prefix_k: torch.Tensor
+    prefix_v: torch.Tensor
+    sink_k: torch.Tensor
+    sink_v: torch.Tensor
+    sink_valid: torch.Tensor  # [B, sink_frames] bool
+    win_k: torch.Tensor
+    win_v: torch.Tensor
+    win_valid: torch.Tensor  # [B, window] bool
+    win_pos: torch.Tensor  # [window] absolute frame index of each slot (oldest first)
+    fused: torch.Tensor  # [B, D] global conditioning (identity + style)
+    frame: int = 0
+    """Index of the next frame to generate."""
+
+    @property
+    def filled(self) -> int:
+        return int(self.win_valid[0].sum()) + int(self.sink_valid[0].sum())
+
+
+class MotionStudent(ModelMixin, ConfigMixin):
+    """v = student(x_s [B, T, M], s [B, T], conditions, guidance [B], clean [B, T, M]) -> [B, T, M]."""
+
+    @register_to_config
+    def __init__(self, motion_dim: int = MOTION_DIM, dim: int = 128, depth: int = 4, heads: int = 4,
+                 mlp_ratio: float = 2.5, dropout: float = 0.0, chunk: int = 3, window: int = 48,
+                 sink_frames: int = 1, train_frames: int = 75, shape_dim: int = SHAPE_DIM,
+                 style_vocab: int = len(STYLE_WORDS), audio: dict | None = None) -> None:
+        super().__init__()
+        if chunk < 1 or window < chunk or sink_frames < 0:
+            raise ValueError(f"need chunk >= 1, window >= chunk, sink_frames >= 0 (got {chunk}, {window}, {sink_frames})")
+        self.audio_encoder = AudioEncoder(**{"dim": dim, "channels": dim, **(audio or {})})
+        self.cond = ConditionEncoder(dim, shape_dim, style_vocab, motion_dim)
+        self.inp = nn.Linear(motion_dim, dim)
+        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.guide = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.guide[2].weight)
+        nn.init.zeros_(self.guide[2].bias)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.final_mod = nn.Linear(dim, 2 * dim)
+        self.head = nn.Linear(dim, motion_dim)
+        for m in (self.final_mod, self.head):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.register_buffer("motion_mean", torch.zeros(motion_dim))
+        self.register_buffer("motion_std", torch.ones(motion_dim))
+
+    # -- motion space (as the teacher) ---------------------------------------------------------
+    def to_model(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.motion_mean) / self.motion_std
+
+    def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.motion_std + self.motion_mean
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.heads
+
+    # -- conditioning vectors -------------------------------------------------------------------
+    def _time(self, s: torch.Tensor) -> torch.Tensor:
+        """[...] noise levels -> [..., D]."""
+        return self.time(timestep_embedding(s.reshape(-1), self.config.dim)).view(*s.shape, -1)
+
+    def _guide(self, g: torch.Tensor) -> torch.Tensor:
+        """[B] guidance scales -> [B, D] (embedded like time, on (g - 1) / 10)."""
+        return self.guide(timestep_embedding((g.float() - 1.0) / 10.0, self.config.dim))
+
+    # -- attention with sink keys ---------------------------------------------------------------
+    def _attend(self, blk: Block, h: torch.Tensor, cvec: torch.Tensor, q_pos: torch.Tensor,
+                extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                self_sink: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One block on tokens h [B, L, D] (conditioning cvec [B, L, D], positions q_pos [L]).
+
+        Keys are this call's tokens, preceded by `extra` = (k, v [B, H, P, Dh] un-rotated, positions [P],
+        sink flags [P]). Sink keys are matched with the un-rotated query (no position), the others with
+        rotary embeddings, in one attention call: q' = [q, rot(q)], k' = [k, 0] (sink) or [0, rot(k)].
+        mask [L, P + L] or [B, 1, L, P + L], True = attend. Returns (h, k, v) with this call's k, v."""
+        B, L, D = h.shape
+        H, Dh = self.config.heads, self.head_dim
+        s1, g1, b1, s2, g2, b2 = blk.modulation(F.silu(cvec)).chunk(6, dim=-1)
+        x = blk.norm1(h) * (1 + s1) + b1
+        q, k, v = blk.attn.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)
+        if extra is not None:
+            ek, ev, epos, esink = extra
+            keys, vals = torch.cat([ek, k], 2), torch.cat([ev, v], 2)
+            k_pos, k_sink = torch.cat([epos, q_pos]), torch.cat([esink, self_sink])
+        else:
+            keys, vals, k_pos, k_sink = k, v, q_pos, self_sink
+        cq, sq = rotary(q_pos, Dh)
+        ck, sk = rotary(k_pos, Dh)
+        q2 = torch.cat([q, apply_rotary(q, cq[None, None], sq[None, None])], -1)
+        sink = k_sink[None, None, :, None]
+        zero = torch.zeros_like(keys)
+        k2 = torch.cat([torch.where(sink, keys, zero),
+                        torch.where(sink, zero, apply_rotary(keys, ck[None, None], sk[None, None]))], -1)
+        y = F.scaled_dot_product_attention(q2, k2, vals, attn_mask=mask, scale=1.0 / math.sqrt(Dh))
+        h = h + g1 * blk.attn.out(y.transpose(1, 2).reshape(B, L, D))
+        h = h + g2 * blk.mlp(blk.norm2(h) * (1 + s2) + b2)
+        return h, k, v
+
+    def _out(self, h: torch.Tensor, cvec: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.final_mod(F.silu(cvec)).chunk(2, dim=-1)
+        return self.head(self.norm(h) * (1 + scale) + shift)
+
+    # -- full sequence (training, and the reference for streaming) --------------------------------
+    def visible(self, T: int, device: torch.device | None = None) -> torch.Tensor:
+        """[T, T] bool: may a token of frame i (any noise level) see the CLEAN frame j from the cache?
+        Yes when j's chunk is earlier and j is a sink frame or among the last `window` non-sink frames
+        before i's chunk starts."""
+        k, W, S = self.config.chunk, self.config.window, self.config.sink_frames
+        f = torch.arange(T, device=device)
+        start = (f // k) * k  # chunk start of each query frame
+        earlier = f[None] < start[:, None]
+        in_window = f[None] >= (start[:, None] - W)
+        return earlier & ((f[None] < S) | in_window)
+
+    def sequence_mask(self, T: int, device: torch.device | None = None) -> torch.Tensor:
+        """[P + 2T, P + 2T] mask over tokens [prefix, clean frames, noisy frames]."""
+        P, k = N_PREFIX, self.config.chunk
+        f = torch.arange(T, device=device)
+        same = (f[:, None] // k) == (f[None] // k)
+        vis = self.visible(T, device)
+        m = torch.zeros(P + 2 * T, P + 2 * T, dtype=torch.bool, device=device)
+        m[:, :P] = True  # everyone sees the prefix; the prefix sees only itself
+        m[P:P + T, P:P + T] = vis | same  # clean tokens: cache + own chunk (as in `commit`)
+        m[P + T:, P:P + T] = vis  # noisy tokens: the cache ...
+        m[P + T:, P + T:] = same  # ... and their own chunk
+        return m
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, c: Conditions, guidance: torch.Tensor,
+                clean: torch.Tensor) -> torch.Tensor:
+        """x [B, T, M] noisy frames, s [B, T] their noise levels (constant within a chunk), guidance [B],
+        clean [B, T, M] the clean frames the cache holds (model space). Returns velocities [B, T, M]."""
+        B, T, _ = x.shape
+        P, S = N_PREFIX, self.config.sink_frames
+        prefix, fused, frame_tokens = self.cond(c)
+        h = torch.cat([prefix, self.inp(clean) + frame_tokens, self.inp(x) + frame_tokens], 1)
+        base = self._time(torch.zeros(B, device=x.device)) + fused  # [B, D]
+        cvec = torch.cat([base[:, None].expand(B, P + T, -1),
+                          self._time(s) + fused[:, None] + self._guide(guidance)[:, None]], 1)
+        f = torch.arange(T, device=x.device, dtype=torch.float32)
+        pos = torch.cat([torch.zeros(P, device=x.device), f, f])
+        sink = torch.cat([torch.ones(P, dtype=torch.bool, device=x.device), f < S,
+                          torch.zeros(T, dtype=torch.bool, device=x.device)])
+        mask = self.sequence_mask(T, x.device)
+        for blk in self.blocks:
+            h, _, _ = self._attend(blk, h, cvec, pos, None, sink, mask)
+        return self._out(h[:, P + T:], cvec[:, P + T:])
+
+    def frame_tokens(self, c: Conditions) -> torch.Tensor:
+        """Per-frame condition tokens [B, T, D] (audio, controls) for `denoise`/`commit`."""
+        return self.cond(c)[2]
+
+    # -- streaming --------------------------------------------------------------------------------
+    def new_cache(self, c: Conditions) -> StudentCache:
+        """An empty cache for the B streams of `c` (only its identity/style fields are read)."""
+        B, dev = c.shape.shape[0], c.shape.device
+        H, Dh, L = self.config.heads, self.head_dim, self.config.depth
+        S, W = self.config.sink_frames, self.config.window
+
+        def buf(n):
+            return torch.zeros(L, B, H, n, Dh, device=dev)
+
+        cache = StudentCache(prefix_k=buf(N_PREFIX), prefix_v=buf(N_PREFIX), sink_k=buf(S), sink_v=buf(S),
+                             sink_valid=torch.zeros(B, S, dtype=torch.bool, device=dev), win_k=buf(W), win_v=buf(W),
+                             win_valid=torch.zeros(B, W, dtype=torch.bool, device=dev),
+                             win_pos=torch.zeros(W, device=dev), fused=torch.zeros(B, self.config.dim, device=dev))
+        self.set_identity(cache, c)
+        return cache
+
+    def set_identity(self, cache: StudentCache, c: Conditions) -> None:
+        """(Re)compute the prefix (identity + style) of the sink: switch portrait or style mid-stream.
+        The motion already in the cache (sink frames, window) stays, so the motion continues smoothly."""
+        B = c.shape.shape[0]
+        ctx = c.replace(audio=torch.zeros(B, 1, self.config.dim, device=c.shape.device),
+                        controls=c.controls[:, :1] * 0, control_mask=c.control_mask[:, :1] * 0,
+                        context=torch.zeros(B, 1, self.config.motion_dim, device=c.shape.device),
+                        context_mask=torch.zeros(B, 1, device=c.shape.device))
+        prefix, fused, _ = self.cond(ctx)
+        cvec = (self._time(torch.zeros(B, device=prefix.device)) + fused)[:, None].expand(B, N_PREFIX, -1)
+        pos = torch.zeros(N_PREFIX, device=prefix.device)
+        sink = torch.ones(N_PREFIX, dtype=torch.bool, device=prefix.device)
+        h = prefix
+        for i, blk in enumerate(self.blocks):
+            h, k, v = self._attend(blk, h, cvec, pos, None, sink, None)
+            cache.prefix_k[i], cache.prefix_v[i] = k, v
+        cache.fused = fused
+
+    def _cached(self, cache: StudentCache, i: int, base: float):
+        """Layer i's cached keys/values with positions re-based to `base` and sink flags."""
+        dev = cache.win_k.device
+        k = torch.cat([cache.prefix_k[i], cache.sink_k[i], cache.win_k[i]], 2)
+        v = torch.cat([cache.prefix_v[i], cache.sink_v[i], cache.win_v[i]], 2)
+        S, W = self.config.sink_frames, self.config.window
+        pos = torch.cat([torch.zeros(N_PREFIX + S, device=dev), cache.win_pos - base])
+        sink = torch.cat([torch.ones(N_PREFIX + S, dtype=torch.bool, device=dev),
+                          torch.zeros(W, dtype=torch.bool, device=dev)])
+        return k, v, pos, sink
+
+    def _chunk_pass(self, tokens: torch.Tensor, cvec: torch.Tensor, cache: StudentCache,
+                    self_sink: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        B, L, _ = tokens.shape
+        dev = tokens.device
+        base = float(cache.frame)  # positions relative to the chunk: bounded however long the stream
+        q_pos = torch.arange(L, device=dev, dtype=torch.float32)
+        valid = torch.cat([torch.ones(B, N_PREFIX, dtype=torch.bool, device=dev), cache.sink_valid,
+                           cache.win_valid, torch.ones(B, L, dtype=torch.bool, device=dev)], 1)
+        mask = valid[:, None, None, :].expand(B, 1, L, valid.shape[1])
+        h, kvs = tokens, []
+        for i, blk in enumerate(self.blocks):
+            h, k, v = self._attend(blk, h, cvec, q_pos, self._cached(cache, i, base), self_sink, mask)
+            kvs.append((k, v))
+        return h, kvs
+
+    def denoise(self, x: torch.Tensor, s: torch.Tensor, frame_tokens: torch.Tensor, guidance: torch.Tensor,
+                cache: StudentCache) -> torch.Tensor:
+        """Velocity for the next chunk x [B, n, M] at noise level s [B], given the cache (not changed)."""
+        B, n, _ = x.shape
+        cvec = (self._time(s) + cache.fused + self._guide(guidance))[:, None].expand(B, n, -1)
+        h, _ = self._chunk_pass(self.inp(x) + frame_tokens, cvec, cache,
+                                torch.zeros(n, dtype=torch.bool, device=x.device))
+        return self._out(h, cvec)
+
+    def commit(self, clean: torch.Tensor, frame_tokens: torch.Tensor, cache: StudentCache) -> None:
+        """Write the finished chunk clean [B, n, M] to the cache (sink first, then the sliding window)."""
+        B, n, _ = clean.shape
+        dev = clean.device
+        S, W = self.config.sink_frames, self.config.window
+        frames = torch.arange(cache.frame, cache.frame + n, device=dev)
+        is_sink = frames < S
+        cvec = (self._time(torch.zeros(B, device=dev)) + cache.fused)[:, None].expand(B, n, -1)
+        _, kvs = self._chunk_pass(self.inp(clean) + frame_tokens, cvec, cache, is_sink)
+        ns = int(is_sink.sum())
+        for i, (k, v) in enumerate(kvs):
+            if ns:
+                idx = frames[:ns]
+                cache.sink_k[i][:, :, idx], cache.sink_v[i][:, :, idx] = k[:, :, :ns], v[:, :, :ns]
+            if n > ns:
+                cache.win_k[i] = torch.cat([cache.win_k[i], k[:, :, ns:]], 2)[:, :, -W:]
+                cache.win_v[i] = torch.cat([cache.win_v[i], v[:, :, ns:]], 2)[:, :, -W:]
+        if ns:
+            cache.sink_valid[:, frames[:ns]] = True
+        if n > ns:
+            cache.win_valid = torch.cat([cache.win_valid, torch.ones(B, n - ns, dtype=torch.bool, device=dev)], 1)[:, -W:]
+            cache.win_pos = torch.cat([cache.win_pos, frames[ns:].float()])[-W:]
+        cache.frame += n
+
+    def reset(self, cache: StudentCache) -> None:
+        """Forget the motion (sink frames and window); keep identity and style."""
+        cache.sink_valid.zero_()
+        cache.win_valid.zero_()
+        cache.win_pos.zero_()
+        cache.frame = 0
+
+    @torch.no_grad()
+    def generate_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
+                       noise: torch.Tensor, correct=None) -> torch.Tensor:
+        """Sample the next chunk (model space [B, n, M]) from `noise` in `steps` Euler steps, then commit it.
+        `correct(x0) -> x0` may replace the chunk before it is committed (tail forcing)."""
+        x = noise
+        grid = step_grid(steps) + [0.0]
+        B = x.shape[0]
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            v = self.denoise(x, torch.full((B,), s, device=x.device), frame_tokens, guidance, cache)
+            x = x + (s_next - s) * v
+        if correct is not None:
+            x = correct(x)
+        self.commit(x, frame_tokens, cache)
+        return x
