@@ -21,7 +21,7 @@ from engine.face.image import PortraitError
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.sinks.recorder import RecorderError
-from engine.train.config import TeacherTrainConfig
+from engine.train.config import CalibrateConfig, DistillConfig, TeacherTrainConfig
 
 log = logging.getLogger("talkcam")
 
@@ -333,6 +333,39 @@ class Compare:
 
 
 @dataclass
+class TrainCalibrate:
+    """Adaptive CFG calibration: measure per denoising step and motion group (mouth/eyes/head) how audio
+    guidance changes the teacher and its lip sync; write the schedule the student is distilled with."""
+
+    calibrate: Annotated[CalibrateConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.train.calibrate import calibrate
+
+        res = calibrate(self.calibrate)
+        log.info("Calibration: %s\n%s", Path(self.calibrate.out) / "calibration.md",
+                 (Path(self.calibrate.out) / "calibration.md").read_text())
+        return 0 if res["chosen"] else 2
+
+
+@dataclass
+class TrainStudent:
+    """Distil the causal student from the teachers: --stage ode (regression onto teacher trajectories,
+    multi-teacher routing), then --stage dmd --init RUN/model (distribution matching on self-rollouts,
+    critic, tail forcing). Resumes from OUT/checkpoint; multi-GPU with torchrun."""
+
+    distill: Annotated[DistillConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.train.distill import train
+
+        train(self.distill)
+        return 0
+
+
+@dataclass
 class _Group:
     """A group of commands (run `talkcam GROUP --help`)."""
 
@@ -351,8 +384,10 @@ def _check_size(size: tuple[int, int]) -> None:
 
 COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos."),
-          "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "compare": Compare},
-                    "Training: teachers (generalist and specialists), guidance sweep, results table.")}
+          "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
+                     "student": TrainStudent, "compare": Compare},
+                    "Training: teachers (generalist and specialists), guidance sweep and calibration, the "
+                    "student (distillation), results table.")}
 
 
 def main(argv: list[str] | None = None) -> int:

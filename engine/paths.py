@@ -25,6 +25,11 @@ def teachers_dir() -> Path:
     return assets_dir() / "models" / "teachers"
 
 
+def student_dir() -> Path:
+    """The shipped default student (the model the app runs live)."""
+    return assets_dir() / "models" / "student"
+
+
 def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP))
 

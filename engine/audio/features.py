@@ -100,3 +100,47 @@ def log_mel(audio: np.ndarray, config: MelConfig | None = None, n_frames: int | 
     with torch.no_grad():
         mel = LogMel(cfg)(torch.from_numpy(padded)[None])[0]
     return mel[: n_frames * cfg.mels_per_frame].numpy()
+
+
+class StreamingLogMel:
+    """Log-mel frames from audio arriving in pieces of any size: the same values as `log_mel` on the whole
+    signal (frames are not centred, so frame k only needs samples up to k * hop + win)."""
+
+    def __init__(self, config: MelConfig | None = None) -> None:
+        self.config = config or MelConfig()
+        self._mel = LogMel(self.config)
+        self._buf = np.zeros(0, np.float32)  # samples from the next frame's start on
+        self._samples = 0  # received
+        self._frames = 0  # emitted
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Append mono 16 kHz samples; returns the mel frames [F, n_mels] that became complete."""
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        self._samples += len(audio)
+        return self._push(audio)
+
+    def _push(self, audio: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        self._buf = np.concatenate([self._buf, audio])
+        n = (len(self._buf) - cfg.win_length) // cfg.hop_length + 1 if len(self._buf) >= cfg.win_length else 0
+        if n <= 0:
+            return np.zeros((0, cfg.n_mels), np.float32)
+        with torch.no_grad():
+            mel = self._mel(torch.from_numpy(self._buf[: (n - 1) * cfg.hop_length + cfg.win_length])[None])[0]
+        self._buf = self._buf[n * cfg.hop_length:]
+        self._frames += n
+        return mel.numpy()
+
+    def finish(self) -> np.ndarray:
+        """Flush with zeros (as `log_mel` pads the end) up to the next whole video frame."""
+        cfg = self.config
+        total = -(-self._samples // cfg.samples_per_frame) * cfg.mels_per_frame  # as log_mel: whole video frames
+        pending = total - self._frames
+        if pending <= 0:
+            return np.zeros((0, cfg.n_mels), np.float32)
+        need = (pending - 1) * cfg.hop_length + cfg.win_length - len(self._buf)
+        return self._push(np.zeros(max(0, need), np.float32))[:pending]
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, np.float32)
+        self._samples = self._frames = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
 
 
@@ -15,3 +16,22 @@ def load_teacher(folder: Path | str, device: str = "cpu") -> MotionTeacher:
                                 f"assets/models/teachers/generalist or a run's model/ folder (talkcam train teacher)")
     model = MotionTeacher.from_pretrained(str(folder), low_cpu_mem_usage=False)
     return model.float().to(device).eval()
+
+
+def load_student(folder: Path | str, device: str = "cpu") -> MotionStudent:
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json): give a student folder such as "
+                                f"assets/models/student or a run's model/ folder (talkcam train student)")
+    model = MotionStudent.from_pretrained(str(folder), low_cpu_mem_usage=False)
+    return model.float().to(device).eval()
+
+
+def load_motion_model(folder: Path | str, device: str = "cpu") -> MotionTeacher | MotionStudent:
+    """A teacher or a student, whichever the folder holds."""
+    import json
+
+    cfg = Path(folder) / "config.json"
+    if cfg.exists() and json.loads(cfg.read_text("utf-8")).get("_class_name") == "MotionStudent":
+        return load_student(folder, device)
+    return load_teacher(folder, device)

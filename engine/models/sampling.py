@@ -40,6 +40,9 @@ class SampleConfig:
     overlap: int = 25
     """Frames shared between consecutive windows in `generate` (at most half the model's window)."""
     seed: int = 0
+    schedule: GuidanceSchedule | None = None
+    """Calibrated audio guidance (per step and motion group) on the nested grid s = 1, 1 - 1/n, ...
+    instead of the scheduler's (used to measure calibration and as the distillation target)."""
 
     def __post_init__(self) -> None:
         if self.guidance is None:
@@ -73,9 +76,21 @@ def guided_velocity(model, x: torch.Tensor, s: torch.Tensor, c: Conditions, g: G
 
 @torch.no_grad()
 def sample(model, c: Conditions, steps: int, guidance: Guidance, generator: torch.Generator | None = None,
-           shift: float = 1.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+           shift: float = 1.0, noise: torch.Tensor | None = None,
+           schedule: GuidanceSchedule | None = None) -> torch.Tensor:
     """One window: noise -> motion [B, T, M] in model space."""
     B, T = c.audio.shape[:2]
+    if schedule is not None:
+        from engine.motion import MOTION_NAMES
+
+        x = noise if noise is not None else torch.randn(B, T, model.config.motion_dim, generator=generator,
+                                                        device=c.audio.device)
+        grid = [1.0 - i / steps for i in range(steps)] + [0.0]
+        g = torch.full((B,), guidance.audio, device=x.device)
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            w = schedule.per_dim(s, MOTION_NAMES)
+            x = x + (s_next - s) * weighted_guidance(model, x, torch.full((B,), s, device=x.device), c, g, w)
+        return x
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     sched.set_timesteps(steps, device=c.audio.device)
     x = noise if noise is not None else torch.randn(B, T, model.config.motion_dim, generator=generator,
@@ -138,8 +153,86 @@ def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None 
         if known > 0:
             c.context[0, :known] = out[start:done]
             c.context_mask[0, :known] = 1.0
-        x = sample(model, c, cfg.steps, cfg.guidance, gen, cfg.shift)[0]
+        x = sample(model, c, cfg.steps, cfg.guidance, gen, cfg.shift, schedule=cfg.schedule)[0]
         out[done:end] = x[known:]
         done = end
         start = max(0, end - overlap)
     return model.from_model(out).cpu().numpy().astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibrated audio guidance (per denoising step and motion group) and the tail correction: both used
+# by the student's distillation (engine.train.distill) and by the streaming session at inference.
+
+def group_dims(motion_names: tuple[str, ...]) -> dict[str, list[int]]:
+    """Motion dimensions of each guidance group: mouth (jaw, mouth, cheek), eyes (lids, brows, gaze), head."""
+    groups: dict[str, list[int]] = {"mouth": [], "eyes": [], "head": []}
+    for i, n in enumerate(motion_names):
+        g = "head" if n.startswith("head") else "mouth" if n.startswith(("jaw", "mouth", "cheek")) else "eyes"
+        groups[g].append(i)
+    return groups
+
+
+@dataclass
+class GuidanceSchedule:
+    """Share of the audio guidance applied per denoising step (rows: the 4-step grid s = 1, .75, .5, .25)
+    and per motion group. All ones = plain guidance everywhere."""
+
+    weights: dict[str, list[float]]
+    """group -> [w_step0, ..., w_step3] in [0, 1]."""
+
+    @classmethod
+    def uniform(cls) -> GuidanceSchedule:
+        return cls({g: [1.0] * 4 for g in ("mouth", "eyes", "head")})
+
+    def per_dim(self, s: float, motion_names: tuple[str, ...]) -> torch.Tensor:
+        """Weights [M] at noise level s (the step of the 4-step grid whose interval contains s)."""
+        i = min(3, max(0, int((1.0 - s) * 4 + 1e-6)))
+        w = torch.zeros(len(motion_names))
+        for g, dims in group_dims(motion_names).items():
+            w[dims] = float(self.weights[g][i])
+        return w
+
+    def guided_cells(self) -> int:
+        return sum(1 for ws in self.weights.values() for w in ws if w > 0)
+
+
+def weighted_guidance(model, x: torch.Tensor, s: torch.Tensor, c: Conditions, g: torch.Tensor,
+                      w: torch.Tensor | None) -> torch.Tensor:
+    """Audio-guided velocity with a per-sample scale g [B] applied to the dimensions by weight w [M]
+    (None = all): v = v(a) + (1 + (g - 1) w - 1) (v(a) - v(-)). Two passes, batched."""
+    B = x.shape[0]
+    if torch.all(g == 1.0):
+        return model(x, s, c)
+    cat = Conditions(**{k: torch.cat([getattr(c, k), getattr(c, k)]) for k in c.__dict__})
+    cat.drop_audio = torch.cat([c.drop_audio, torch.ones_like(c.drop_audio)])
+    vc, vu = model(x.repeat(2, 1, 1), s.repeat(2), cat).split(B)
+    scale = (g.to(x.dtype) - 1.0)[:, None, None] * (1.0 if w is None else w.to(x)[None, None])
+    return vc + scale * (vc - vu)
+
+
+@torch.no_grad()
+def tail_correct(teacher, known: torch.Tensor, chunk: torch.Tensor, c: Conditions, g: torch.Tensor,
+                 schedule: GuidanceSchedule | None, level: float, steps: int, generator: torch.Generator | None,
+                 motion_names: tuple[str, ...]) -> torch.Tensor:
+    """Hybrid tail forcing: re-denoise a chunk with the bidirectional teacher, anchored to known frames.
+
+    known [B, K, M] (model space: the sink frames, then the recent past), chunk [B, n, M]; c: the
+    teacher's conditions over those K + n frames (its context fields are set here). The window is noised
+    to `level` (SDEdit) and denoised in `steps` Euler steps with the known frames given as context.
+    Returns the corrected chunk [B, n, M]; callers keep only its tail frame."""
+    B, K, _ = known.shape
+    n = chunk.shape[1]
+    dev = chunk.device
+    ctx = torch.cat([known, torch.zeros_like(chunk)], 1)
+    cmask = torch.cat([torch.ones(B, K, device=dev), torch.zeros(B, n, device=dev)], 1)
+    c = c.replace(context=ctx, context_mask=cmask)
+    x0 = torch.cat([known, chunk], 1)
+    noise = torch.randn(x0.shape, generator=generator, device=dev)
+    x = (1 - level) * x0 + level * noise
+    grid = [level * (1 - i / steps) for i in range(steps + 1)]
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        w = None if schedule is None else schedule.per_dim(s, motion_names)
+        v = weighted_guidance(teacher, x, torch.full((B,), s, device=dev), c, g, w)
+        x = x + (s_next - s) * v
+    return x[:, K:]

@@ -71,3 +71,101 @@ class TeacherTrainConfig:
     (the hard-viseme specialist raises it: these closures last one or two frames)."""
     gain_db: float = 12.0
     """Random input gain (+-) applied to the log-mel (robustness to microphone levels)."""
+
+
+@dataclass
+class StudentModelConfig:
+    """Streaming shape of the student (its width and depth are the teacher's: it starts from its weights)."""
+
+    chunk: int = 3
+    """Frames per chunk (120 ms at 25 fps): bidirectional inside, causal across chunks. 1 = frame by frame."""
+    window: int = 48
+    """Sliding window of the KV cache, in frames (1.9 s)."""
+    sink_frames: int = 1
+    """First frames kept in the cache for ever (the sink, with the identity/style tokens)."""
+
+
+@dataclass
+class DistillConfig:
+    corpus: Path
+    """Training corpus (`talkcam data build --split train`)."""
+    out: Path
+    """Run folder: model/, checkpoint/, log.jsonl."""
+    stage: str = "ode"
+    """ode: regression onto the teachers' sampling trajectories (teacher forcing). dmd: distribution
+    matching on the student's own rollouts (self-rollout), with a critic, and tail forcing."""
+    teachers: Path | None = None
+    """Folder of teachers: generalist/ and one folder per scenario specialist (default: the shipped ones)."""
+    routing: bool = True
+    """Each sample is taught by the specialist of its scenario (the generalist where there is none);
+    --no-routing: the generalist teaches everything."""
+    calibration: Path | None = None
+    """Guidance calibration (calibration.json of `talkcam train calibrate`): per step and motion group,
+    how much of the audio guidance the target gets. None: uniform guidance."""
+    init: Path | None = None
+    """Start from this student folder (the dmd stage starts from the ode stage); None: from the generalist."""
+    heldout: Path | None = None
+    """Held-out corpus for periodic evaluation."""
+    steps: int = 1500
+    batch: int = 16
+    lr: float = 2e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 25
+    eval_every: int = 500
+    eval_clips: int = 3
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    model: StudentModelConfig = field(default_factory=StudentModelConfig)
+    guidance_min: float = 1.0
+    guidance_max: float = 4.0
+    """Audio guidance scales the student learns (an input; sampled uniformly per sample)."""
+    critic_lr: float = 2e-4
+    """dmd: learning rate of the critic (the fake score: a teacher copy trained on the student's rollouts)."""
+    critic_updates: int = 1
+    """dmd: critic updates per student update."""
+    rollout_steps: tuple[int, ...] = (1, 2, 4)
+    """dmd: denoising steps the rollouts use (drawn per batch)."""
+    regression_weight: float = 0.0
+    """dmd: weight of an extra teacher-forced ODE regression term (keeps the ode stage's anchor)."""
+    tail_forcing: bool = True
+    """dmd: correct the tail frame of every chunk in the rollouts (as at inference) and align the student's
+    tail frame to that correction."""
+    tail_weight: float = 1.0
+    tail_noise: float = 0.4
+    """Noise level the tail correction re-denoises the chunk from."""
+    tail_steps: int = 2
+    tail_context: int = 24
+    """Recent frames the tail correction sees besides the sink frames and the chunk."""
+    p_drop_audio: float = 0.05
+    p_drop_style: float = 0.1
+    p_drop_identity: float = 0.5
+    p_controls: float = 0.3
+    p_context: float = 0.0
+    p_steer: float = 0.15
+    p_listen: float = 0.1
+    closure_weight: float = 2.0
+    gain_db: float = 12.0
+
+
+@dataclass
+class CalibrateConfig:
+    heldout: Path
+    """Held-out corpus (its phonemes give the lip-sync ground truth)."""
+    out: Path = Path("calibration")
+    teacher: Path | None = None
+    """Teacher to measure (default: the shipped generalist)."""
+    guidance: float = 3.0
+    """The audio guidance scale being calibrated."""
+    steps: int = 4
+    clips: int = 6
+    """Clips per scenario."""
+    scenarios: tuple[str, ...] = ("speech", "singing", "hard")
+    keep: float = 0.8
+    """A (step, group) cell keeps guidance when it brings at least this share of the lip-sync gain
+    that full guidance brings (or when its effect on the prediction is at least this share of the
+    largest cell's)."""
+    seed: int = 0

@@ -205,9 +205,11 @@ def flow_loss(model, x0: torch.Tensor, c: Conditions, w: torch.Tensor, gen: torc
 
 # ------------------------------------------------------------------------------------------------
 def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("speech", "singing", "hard", "pose"),
-               steps: int = 4, audio_guidance: float = 2.0, reference: np.ndarray | None = None) -> dict:
+               steps: int = 4, audio_guidance: float = 2.0, reference: np.ndarray | None = None,
+               generate_fn=None) -> dict:
     """Lip sync (r, offset) and bilabial closure of generated motion, measured on the landmarks it
-    produces on a reference face (no rendering: fast, for monitoring training)."""
+    produces on a reference face (no rendering: fast, for monitoring training). `generate_fn(model, mel,
+    n_frames, style)` replaces the teacher's sampler (the student streams)."""
     from engine.data import styles
     from engine.data.corpus import scenario_clips
     from engine.eval import metrics as E
@@ -225,8 +227,11 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
             phon = clip.phonemes
             if not phon:
                 continue
-            mo = generate(model, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
-                          style=styles.scenario_prompt(sc))
+            if generate_fn is not None:
+                mo = generate_fn(model, clip.mel, clip.frames, styles.scenario_prompt(sc))
+            else:
+                mo = generate(model, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
+                              style=styles.scenario_prompt(sc))
             mouth = mouth_opening(basis.landmarks(mo))
             lc = E.lag_corr(mouth, E.phoneme_openness(phon, clip.frames, 25), 10)
             rs.append((lc.r, lc.offset, lc.r0))

@@ -1,0 +1,235 @@
+"""The streaming session: audio in (any piece size), motion frames out, through the student's KV cache.
+
+This is the one path from sound to motion used live (microphone), by `talkcam render` (a file, as fast
+as possible) and by the evaluation of the student. Per chunk of k frames it needs the audio up to the
+chunk's end plus the audio encoder's lookahead, so the algorithmic latency is k + lookahead frames.
+
+State: the student's cache (sink + sliding window, `engine.models.student.StudentCache`), the log-mel
+front end, a short motion history for the tail correction, the current controls. `set_identity`
+switches portrait or style mid-stream; `reset` starts the motion afresh; `finish` flushes the end of a
+clip with silence.
+
+Tail forcing (hybrid long tail forcing, as in training): after each chunk is sampled, the generalist
+teacher re-denoises it bidirectionally, anchored to the sink frames and the recent past, and the
+chunk's tail frame is replaced by that correction before it enters the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import motion as M
+from engine.audio.features import SILENCE, MelConfig, StreamingLogMel
+from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
+from engine.models.sampling import GuidanceSchedule, conditions_for, tail_correct
+from engine.models.student import MotionStudent
+from engine.models.teacher import MotionTeacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionConfig:
+    """How the student streams."""
+
+    steps: int = 2
+    """Denoising steps per chunk (1, 2 or 4; one network pass each)."""
+    guidance: float = 3.0
+    """Audio guidance scale (an input of the student: costs nothing)."""
+    tail_forcing: bool = True
+    """Correct the tail frame of each chunk with the teacher (anchored to the sink): no drift over hours."""
+    tail_noise: float = 0.4
+    tail_steps: int = 2
+    tail_context: int = 24
+    tail_every: int = 1
+    """Correct every Nth chunk (1 = all)."""
+    seed: int = 0
+
+
+class StudentSession:
+    """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
+    (engine.motion units)."""
+
+    def __init__(self, student: MotionStudent, config: SessionConfig | None = None,
+                 corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
+                 shape: np.ndarray | None = None, style: str = "speaking") -> None:
+        self.student = student.eval()
+        self.config = cfg = config or SessionConfig()
+        if cfg.tail_forcing and corrector is None:
+            raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
+        self.corrector = corrector.eval() if corrector is not None and cfg.tail_forcing else None
+        self.schedule = schedule
+        enc = student.audio_encoder
+        self.past, self.lookahead = enc.context()
+        self.mpf = enc.config.mels_per_frame
+        self.device = next(student.parameters()).device
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.g = torch.tensor([float(cfg.guidance)], device=self.device)
+        self.mel_front = StreamingLogMel(MelConfig())
+        self.controls = np.zeros(N_CONTROLS, np.float32)
+        self.control_mask = np.zeros(N_CONTROLS, np.float32)
+        self.shape, self.style = shape, style
+        self._base = conditions_for(student, torch.zeros(1, 1, student.config.dim, device=self.device), shape, style)
+        self.cache = student.new_cache(self._base)
+        self._reset_stream()
+
+    # -- control --------------------------------------------------------------------------------
+    def set_identity(self, shape: np.ndarray | None = None, style: str | None = None) -> None:
+        """Switch portrait (its face shape) and/or style prompt without restarting the stream."""
+        self.shape = shape
+        self.style = self.style if style is None else style
+        self._base = conditions_for(self.student, torch.zeros(1, 1, self.student.config.dim, device=self.device),
+                                    self.shape, self.style)
+        self.student.set_identity(self.cache, self._base)
+
+    def set_control(self, name: str, value: float | None) -> None:
+        """Hold a frame control (smile, blink, gazeX, gazeY, yaw, pitch, roll, speak) from now on;
+        None releases it."""
+        if name not in CONTROL_NAMES:
+            raise ValueError(f"unknown control {name!r}; available: {', '.join(CONTROL_NAMES)}")
+        i = CONTROL_NAMES.index(name)
+        self.controls[i] = 0.0 if value is None else float(value)
+        self.control_mask[i] = 0.0 if value is None else 1.0
+
+    def set_guidance(self, scale: float) -> None:
+        self.g = torch.tensor([float(scale)], device=self.device)
+
+    def reset(self) -> None:
+        """Start the motion afresh (keeps identity, style, controls)."""
+        self.student.reset(self.cache)
+        self.mel_front.reset()
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self._mel = np.full((self.past * self.mpf, self.student.audio_encoder.config.n_mels), SILENCE, np.float32)
+        self._mel_start = -self.past  # video frame of the buffer's first row group
+        self._frame = 0  # next frame to generate
+        self._chunks = 0
+        self._sink: list[tuple] = []
+        self._recent: deque = deque(maxlen=self.config.tail_context)
+
+    # -- input ----------------------------------------------------------------------------------
+    @property
+    def frames_done(self) -> int:
+        return self._frame
+
+    def push_audio(self, samples: np.ndarray) -> np.ndarray:
+        """Mono 16 kHz float samples in; the motion frames that became ready out."""
+        return self.push_mel(self.mel_front.push(samples))
+
+    def push_mel(self, mel: np.ndarray) -> np.ndarray:
+        if len(mel):
+            self._mel = np.concatenate([self._mel, np.asarray(mel, np.float32)])
+        out = []
+        k = self.student.config.chunk
+        while self._available() >= self._frame + k + self.lookahead:
+            out.append(self._chunk(k))
+        return np.concatenate(out) if out else np.zeros((0, self.student.config.motion_dim), np.float32)
+
+    def finish(self, n_frames: int | None = None) -> np.ndarray:
+        """End of the clip: flush the mel front end, pad with silence, and generate up to `n_frames`
+        frames in all (default: every frame the audio covers). The last chunk may be short, so a new
+        clip starts with `reset()`."""
+        out = [self.push_mel(self.mel_front.finish())]
+        total = self._available() if n_frames is None else n_frames
+        k = self.student.config.chunk
+        while self._frame < total:
+            n = min(k, total - self._frame)
+            need = self._frame + n + self.lookahead - self._available()
+            if need > 0:
+                self._mel = np.concatenate([self._mel, np.full((need * self.mpf, self._mel.shape[1]), SILENCE, np.float32)])
+            out.append(self._chunk(n))
+        return np.concatenate(out)
+
+    def _available(self) -> int:
+        """Video frames of mel received (buffer start + whole frames in it)."""
+        return self._mel_start + len(self._mel) // self.mpf
+
+    # -- one chunk ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _chunk(self, n: int) -> np.ndarray:
+        st, dev = self.student, self.device
+        a = self._frame
+        r0 = (a - self.past - self._mel_start) * self.mpf
+        mel = torch.from_numpy(self._mel[r0: r0 + (self.past + n + self.lookahead) * self.mpf])[None].to(dev)
+        audio = st.audio_encoder(mel)  # [1, n, D]
+        ctrl = np.repeat(self.controls[None], n, 0)
+        cmask = np.repeat(self.control_mask[None], n, 0)
+        c = conditions_for(st, audio, self.shape, self.style, ctrl, cmask)
+        tokens = st.frame_tokens(c)
+        noise = torch.randn(1, n, st.config.motion_dim, generator=self.gen, device=dev)
+        correct, t_audio = None, None
+        if self.corrector is not None:
+            t_audio = self.corrector.audio_encoder(mel)
+            if a > 0 and self._chunks % self.config.tail_every == 0:
+                correct = lambda x: self._correct(x, t_audio, ctrl, cmask)  # noqa: E731
+        x = st.generate_chunk(tokens, self.cache, self.config.steps, self.g, noise, correct)
+        for i in range(n):
+            item = (x[:, i], None if t_audio is None else t_audio[:, i], ctrl[i], cmask[i])
+            if a + i < st.config.sink_frames:
+                self._sink.append(item)
+            else:
+                self._recent.append(item)
+        self._frame += n
+        self._chunks += 1
+        keep = (self._frame - self.past) - self._mel_start  # drop mel no longer needed
+        if keep > 0:
+            self._mel = self._mel[keep * self.mpf:]
+            self._mel_start += keep
+        return st.from_model(x[0]).cpu().numpy().astype(np.float32)
+
+    def _correct(self, x: torch.Tensor, t_audio: torch.Tensor, ctrl: np.ndarray, cmask: np.ndarray) -> torch.Tensor:
+        known = self._sink + list(self._recent)
+        kx = torch.stack([k[0] for k in known], 1)
+        audio = torch.cat([torch.stack([k[1] for k in known], 1), t_audio], 1)
+        controls = np.concatenate([np.stack([k[2] for k in known]), ctrl])
+        cmask_all = np.concatenate([np.stack([k[3] for k in known]), cmask])
+        ct = conditions_for(self.corrector, audio, self.shape, self.style, controls, cmask_all)
+        fixed = tail_correct(self.corrector, kx, x, ct, self.g, self.schedule, self.config.tail_noise,
+                             self.config.tail_steps, self.gen, M.MOTION_NAMES)
+        x = x.clone()
+        x[:, -1] = fixed[:, -1]
+        return x
+
+
+def stream_motion(student: MotionStudent, mel: np.ndarray, n_frames: int, config: SessionConfig | None = None,
+                  shape: np.ndarray | None = None, style: str = "speaking", corrector: MotionTeacher | None = None,
+                  schedule: GuidanceSchedule | None = None, piece: int = 4) -> np.ndarray:
+    """Motion [n_frames, M] for a clip's log-mel, fed to a session `piece` mel rows at a time (the live
+    path, as fast as possible)."""
+    cfg = config or SessionConfig(tail_forcing=corrector is not None)
+    sess = StudentSession(student, cfg, corrector, schedule, shape, style)
+    out = []
+    mel = np.asarray(mel[: n_frames * sess.mpf], np.float32)
+    for i in range(0, len(mel), piece):
+        out.append(sess.push_mel(mel[i:i + piece]))
+    out.append(sess.finish(n_frames))
+    mo = np.concatenate(out)
+    if len(mo) < n_frames:
+        raise RuntimeError(f"session produced {len(mo)} of {n_frames} frames")
+    return mo[:n_frames]
+
+
+def load_session_models(student_dir: Path | None = None, teachers_dir: Path | None = None, tail_forcing: bool = True,
+                        device: str = "cpu"):
+    """(student, corrector or None, schedule or None) from the shipped assets (or the given folders)."""
+    import json
+
+    from engine import paths
+    from engine.models.loading import load_student, load_teacher
+
+    sdir = Path(student_dir or paths.student_dir())
+    student = load_student(sdir, device)
+    corrector = load_teacher(Path(teachers_dir or paths.teachers_dir()) / "generalist", device) if tail_forcing else None
+    schedule = None
+    cal = sdir / "calibration.json"
+    if cal.exists():
+        data = json.loads(cal.read_text("utf-8"))
+        schedule = GuidanceSchedule({g: [float(w) for w in ws] for g, ws in data["schedule"].items()})
+    return student, corrector, schedule
