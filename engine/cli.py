@@ -20,6 +20,7 @@ from engine.eval.evaluate import EvalConfig
 from engine.face.image import PortraitError
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
+from engine.runtime.config import SessionConfig
 from engine.sinks.recorder import RecorderError
 from engine.train.config import CalibrateConfig, DistillConfig, TeacherTrainConfig
 
@@ -73,6 +74,41 @@ class Say:
 
 
 @dataclass
+class Render:
+    """Make the portrait speak an audio file (or a video's sound track) and write an MP4, through the live
+    streaming path: the default student, chunk by chunk, with its KV cache and tail forcing."""
+
+    audio: Path
+    """Any audio file (WAV, MP3, FLAC, ...) or a video with a sound track."""
+    portrait: Path | None = None
+    """Portrait image (JPEG/PNG/WebP/BMP). Default: the bundled portrait."""
+    out: Path = Path("talkcam_render.mp4")
+    """Output MP4 (H.264 + AAC)."""
+    style: str = "speaking"
+    """Style prompt, e.g. "speaking calmly", "singing", "excited"."""
+    student: Path | None = None
+    """Student model folder (default: the shipped one, assets/models/student)."""
+    max_seconds: float = 0.0
+    """Only the first seconds of the audio (0 = all)."""
+    skin_check: bool = True
+    """Refuse faces without skin tones (robots, statues); --no-skin-check accepts them."""
+    session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
+    render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.runtime.render import render_file
+
+        _check_size(self.render.size)
+        if self.session.steps not in (1, 2, 4):
+            raise ValueError(f"--steps is 1, 2 or 4 (the student's step grids), got {self.session.steps}")
+        res = render_file(self.audio, self.portrait or paths.default_portrait(), self.out, self.session, self.render,
+                          self.student, self.style, self.common.avatar_cache(), self.skin_check, self.max_seconds)
+        log.info("Done: %s (%.2f s of video, made in %.1f s)", res.path.resolve(), res.duration, res.seconds)
+        return 0
+
+
+@dataclass
 class Prepare:
     """Check a portrait: find the face, fit its landmarks, cache it; report what was found."""
 
@@ -113,23 +149,37 @@ class Voices:
 
 @dataclass
 class Bench:
-    """Measure speed; prints one JSON line (fps, real-time factor, latency p50/p95 per stage)."""
+    """Measure speed; prints one JSON line (fps, real-time factor, latency p50/p95 per stage).
 
+    --stage renderer: the renderer alone; student: the streaming student session (audio in 40 ms pieces ->
+    motion); pipeline: session + renderer per chunk, one after the other (the live path's work per frame)."""
+
+    stage: str = "pipeline"
     portrait: Path | None = None
     frames: int = 250
+    student: Path | None = None
+    """Student model folder (default: the shipped one)."""
     json: bool = True
     """Print JSON (the only output format for now)."""
+    session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
     render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.bench import bench_renderer, environment
+        from engine.eval.bench import bench_renderer, bench_stream, environment
 
         _check_size(self.render.size)
-        r = bench_renderer(self.portrait or paths.default_portrait(), self.render, frames=self.frames,
-                           cache_dir=self.common.avatar_cache())
-        out = {"stage": "renderer", **dataclasses.asdict(r), "refiner": False, **environment(),
-               "stages_ms": {"renderer": {"p50": r.latency_ms_p50, "p95": r.latency_ms_p95}}}
+        portrait = self.portrait or paths.default_portrait()
+        if self.stage == "renderer":
+            r = bench_renderer(portrait, self.render, frames=self.frames, cache_dir=self.common.avatar_cache())
+            out = {"stage": "renderer", **dataclasses.asdict(r), "refiner": False, **environment(),
+                   "stages_ms": {"renderer": {"p50": r.latency_ms_p50, "p95": r.latency_ms_p95}}}
+        elif self.stage in ("student", "pipeline"):
+            r = bench_stream(portrait, self.render if self.stage == "pipeline" else None, self.session, self.student,
+                             frames=self.frames, cache_dir=self.common.avatar_cache())
+            out = {"stage": self.stage, **dataclasses.asdict(r), "refiner": False, **environment()}
+        else:
+            raise ValueError(f"--stage is renderer, student or pipeline, got {self.stage!r}")
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
 
@@ -382,7 +432,7 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
-COMMANDS = {"say": Say, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+COMMANDS = {"say": Say, "render": Render, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
                      "student": TrainStudent, "compare": Compare},

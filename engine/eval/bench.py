@@ -59,3 +59,76 @@ def environment() -> dict:
     return {"device": "cpu", "backend": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+@dataclass
+class StreamBench:
+    fps: float
+    """Frames per second of the measured stages run one after the other (no pipelining)."""
+    rtf: float
+    """Real-time factor: processing time / audio time (< 1 is faster than real time)."""
+    latency_ms_p50: float
+    latency_ms_p95: float
+    """Per-chunk latency (time to turn one chunk's audio into its frames)."""
+    algorithmic_latency_ms: float
+    """Audio the student waits for before a chunk: chunk + lookahead frames."""
+    frames: int
+    stages_ms_per_frame: dict
+    stages_ms: dict
+    config: dict
+
+
+def bench_stream(portrait: Path, render: RendererConfig | None, session, student_dir: Path | None = None,
+                 frames: int = 250, fps: int = 25, cache_dir: Path | None = None, warmup_chunks: int = 5) -> StreamBench:
+    """The live path on real TTS audio pushed in 40 ms pieces: student session (+ renderer when `render`
+    is given), timed per chunk. `session` is a SessionConfig."""
+    from dataclasses import asdict
+
+    from engine.audio.io import SAMPLE_RATE, resample
+    from engine.eval.evaluate import portrait_shape
+    from engine.runtime.session import StudentSession, load_session_models
+
+    framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
+    utt = EspeakTTS().synthesize(BENCH_TEXT)
+    audio = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
+    student, corrector, schedule = load_session_models(student_dir, tail_forcing=session.tail_forcing)
+    sess = StudentSession(student, session, corrector, schedule, portrait_shape(framed))
+    renderer = AvatarRenderer(framed, render) if render is not None else None
+    piece = SAMPLE_RATE // fps
+    need = (frames + warmup_chunks * student.config.chunk + 10) * piece
+    audio = np.tile(audio, int(np.ceil(need / len(audio))))[:need]
+    t_sess, t_rend, chunk_times, done = [], [], [], 0
+    warm = warmup_chunks * student.config.chunk
+    with torch.inference_mode():
+        for i in range(0, len(audio), piece):
+            t0 = time.perf_counter()
+            mo = sess.push_audio(audio[i:i + piece])
+            t1 = time.perf_counter()
+            if renderer is not None and len(mo):
+                renderer.render(mo)
+            t2 = time.perf_counter()
+            if not len(mo):
+                continue
+            done += len(mo)
+            if done > warm:
+                t_sess.append((t1 - t0, len(mo)))
+                t_rend.append(t2 - t1)
+                chunk_times.append(t2 - t0)
+            if done >= warm + frames:
+                break
+    n = sum(k for _, k in t_sess)
+    total = sum(t for t, _ in t_sess) + sum(t_rend)
+    ct = np.array(chunk_times)
+    k = student.config.chunk
+    stages = {"student": 1e3 * sum(t for t, _ in t_sess) / n}
+    stage_lat = {"student": {"p50": float(np.percentile([t for t, _ in t_sess], 50) * 1e3),
+                             "p95": float(np.percentile([t for t, _ in t_sess], 95) * 1e3)}}
+    if renderer is not None:
+        stages["renderer"] = 1e3 * sum(t_rend) / n
+        stage_lat["renderer"] = {"p50": float(np.percentile(t_rend, 50) * 1e3), "p95": float(np.percentile(t_rend, 95) * 1e3)}
+    return StreamBench(fps=n / total, rtf=total / (n / fps), latency_ms_p50=float(np.percentile(ct, 50) * 1e3),
+                       latency_ms_p95=float(np.percentile(ct, 95) * 1e3),
+                       algorithmic_latency_ms=1e3 * (k + student.audio_encoder.config.lookahead) / fps, frames=n,
+                       stages_ms_per_frame={s: round(v, 3) for s, v in stages.items()}, stages_ms=stage_lat,
+                       config={**asdict(session), "chunk": k, "window": student.config.window,
+                               "size": list(render.size) if render is not None else None})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +29,9 @@ from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
 from engine.models.sampling import GuidanceSchedule, conditions_for, tail_correct
 from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
+from engine.runtime.config import SessionConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SessionConfig:
-    """How the student streams."""
-
-    steps: int = 2
-    """Denoising steps per chunk (1, 2 or 4; one network pass each)."""
-    guidance: float = 3.0
-    """Audio guidance scale (an input of the student: costs nothing)."""
-    tail_forcing: bool = True
-    """Correct the tail frame of each chunk with the teacher (anchored to the sink): no drift over hours."""
-    tail_noise: float = 0.4
-    tail_steps: int = 2
-    tail_context: int = 24
-    tail_every: int = 1
-    """Correct every Nth chunk (1 = all)."""
-    seed: int = 0
 
 
 class StudentSession:
@@ -104,6 +86,7 @@ class StudentSession:
         """Start the motion afresh (keeps identity, style, controls)."""
         self.student.reset(self.cache)
         self.mel_front.reset()
+        self.gen.manual_seed(self.config.seed)
         self._reset_stream()
 
     def _reset_stream(self) -> None:

@@ -75,7 +75,7 @@ def test_cli_reports_bad_portraits_clearly(tmp_path, portraits_dir, caplog):
 def test_cli_bench_prints_json(capsys, session_cache, portraits_dir):
     import json
 
-    rc = main(["bench", "--frames", "20", "--portrait", str(portraits_dir / "lp_s42.jpg"),
+    rc = main(["bench", "--stage", "renderer", "--frames", "20", "--portrait", str(portraits_dir / "lp_s42.jpg"),
                "--cache-dir", str(session_cache), "--size", "256", "256"])
     assert rc == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]

@@ -1,0 +1,23 @@
+"""Runtime settings (plain dataclasses: importing them costs nothing, so the CLI stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SessionConfig:
+    """How the student streams."""
+
+    steps: int = 2
+    """Denoising steps per chunk (1, 2 or 4; one network pass each)."""
+    guidance: float = 3.0
+    """Audio guidance scale (an input of the student: costs nothing)."""
+    tail_forcing: bool = True
+    """Correct the tail frame of each chunk with the teacher (anchored to the sink): no drift over hours."""
+    tail_noise: float = 0.4
+    tail_steps: int = 2
+    tail_context: int = 24
+    tail_every: int = 1
+    """Correct every Nth chunk (1 = all)."""
+    seed: int = 0
