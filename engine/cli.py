@@ -109,6 +109,32 @@ class Render:
 
 
 @dataclass
+class Drift:
+    """Long-run stability: stream N seconds of real recordings (cycled) through the student live path,
+    with and without tail forcing; report drift slopes, mouth stuck shares and head-pose wander."""
+
+    audio_dir: Path
+    """Folder of recordings to cycle (e.g. ../shared/data/real)."""
+    seconds: float = 1000.0
+    out: Path = Path("drift")
+    student: Path | None = None
+    """Student model folder (default: the shipped one)."""
+    variants: tuple[str, ...] = ("tail", "no-tail")
+    session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.drift import drift
+
+        for v in self.variants:
+            if v not in ("tail", "no-tail"):
+                raise ValueError(f"--variants takes tail and/or no-tail, got {v!r}")
+        drift(self.audio_dir, self.seconds, self.out, self.session, self.student, tuple(self.variants))
+        log.info("Drift: %s\n%s", self.out / "drift.md", (self.out / "drift.md").read_text())
+        return 0
+
+
+@dataclass
 class Prepare:
     """Check a portrait: find the face, fit its landmarks, cache it; report what was found."""
 
@@ -348,7 +374,7 @@ class Compare:
     (per scenario) and on real recordings (../shared/data/real: sun clip against the real speaker)."""
 
     models: tuple[str, ...] = ()
-    """NAME=MODEL_FOLDER for each teacher."""
+    """NAME=MODEL_FOLDER for each teacher or student; NAME=FOLDER@STEPS sets its denoising steps."""
     baselines: tuple[str, ...] = ("procedural", "procedural-audio")
     """Procedural sources to include: procedural (with the corpus's phonemes: the teachers' training
     target), procedural-audio (audio only: the baseline for audio-driven models)."""
@@ -373,9 +399,10 @@ class Compare:
             sources[b] = b
         for item in self.models:
             name, sep, folder = item.partition("=")
-            if not sep or not name or not folder:
-                raise ValueError(f"--models takes NAME=MODEL_FOLDER, got {item!r}")
-            sources[name] = Path(folder)
+            folder, at, steps = folder.partition("@")
+            if not sep or not name or not folder or (at and not steps.isdigit()):
+                raise ValueError(f"--models takes NAME=MODEL_FOLDER or NAME=MODEL_FOLDER@STEPS, got {item!r}")
+            sources[name] = (Path(folder), int(steps)) if at else Path(folder)
         res = compare(sources, self.corpus, self.portrait or paths.default_portrait(), self.out,
                       tuple(self.scenarios), self.clips, self.real, self.eval, self.common.avatar_cache())
         log.info("Results: %s\n%s", self.out / "compare.md", res["table"])
@@ -432,7 +459,7 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
-COMMANDS = {"say": Say, "render": Render, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+COMMANDS = {"say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
                      "student": TrainStudent, "compare": Compare},

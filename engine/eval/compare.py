@@ -28,7 +28,7 @@ REAL_CLIPS = {  # file -> (style prompt, reference video or None)
 PROCEDURAL = ("procedural", "procedural-audio")
 
 
-def compare(sources: dict[str, str | Path], corpus: Path | None, portrait: Path, out: Path,
+def compare(sources: dict[str, str | Path | tuple[Path, int]], corpus: Path | None, portrait: Path, out: Path,
             scenarios=("speech", "singing", "pose", "hard"), clips: int = 4, real: Path | None = None,
             config: EvalConfig | None = None, cache_dir: Path | None = None) -> dict:
     """`sources`: name -> a model folder, or "procedural" (the animator with the corpus's phonemes: the
@@ -40,9 +40,12 @@ def compare(sources: dict[str, str | Path], corpus: Path | None, portrait: Path,
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"portrait": str(portrait), "size": list(cfg.size), "corpus": {}, "real": {}}
     for name, what in sources.items():
+        steps = cfg.steps
+        if isinstance(what, tuple):  # (model folder, denoising steps)
+            what, steps = what
         source = str(what) if str(what) in PROCEDURAL else "model"
         folder = None if source != "model" else Path(what)
-        ev.config = replace(cfg, model=folder)
+        ev.config = replace(cfg, model=folder, steps=steps)
         if corpus is not None:
             s = evaluate_corpus(corpus, portrait, out / name, tuple(scenarios), clips, source, ev.config,
                                 cache_dir, evaluator=ev)
@@ -52,7 +55,7 @@ def compare(sources: dict[str, str | Path], corpus: Path | None, portrait: Path,
             for fname, (style, ref) in REAL_CLIPS.items():
                 if not (real / fname).exists():
                     continue
-                ev.config = replace(cfg, model=folder, style=style)
+                ev.config = replace(cfg, model=folder, style=style, steps=steps)
                 r = evaluate(portrait, real / fname, out / name / Path(fname).stem, real / ref if ref else None,
                              source, ev.config, cache_dir, evaluator=ev)
                 st = r["stability"]
@@ -60,6 +63,7 @@ def compare(sources: dict[str, str | Path], corpus: Path | None, portrait: Path,
                                "open_silent": st["mouth_open_silent"], "stuck_open": st["stuck_open"],
                                "stuck_closed": st["stuck_closed"], "jitter": st["jitter_iod"],
                                "identity": r.get("identity", {}).get("mean", float("nan")),
+                               "motion_cpu_ms_per_frame": r.get("motion_cpu_ms_per_frame"),
                                "reference_r": r.get("lipsync_reference", {}).get("r"),
                                "reference_r0": r.get("lipsync_reference", {}).get("r0"),
                                "reference_offset": r.get("lipsync_reference", {}).get("offset")}
@@ -78,10 +82,13 @@ def table(summary: dict) -> str:
         scen = list(next(iter(summary["corpus"].values())))
         lines += ["Held-out TTS (voices and words never seen in training), lip sync against phoneme ground truth: "
                   "r at the best offset (offset in frames) / bilabial closure / jitter (IOD).", "",
-                  "| source | " + " | ".join(scen) + " |", "|---" * (len(scen) + 1) + "|"]
+                  "| source | " + " | ".join(scen) + " | motion CPU ms/frame |", "|---" * (len(scen) + 2) + "|"]
         for name, per in summary["corpus"].items():
             cells = [f"{a['lipsync_r']:.3f} ({a['offset']:+.1f}) / {a['bilabial_closure']:.2f} / {a['jitter_iod']:.4f}"
                      if a else "-" for a in (per.get(s) for s in scen)]
+            cpu = [a.get("motion_cpu_ms_per_frame") for a in per.values() if a]
+            cpu = [c for c in cpu if c is not None and c == c]
+            cells.append(f"{sum(cpu) / len(cpu):.2f}" if cpu else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if summary["real"]:

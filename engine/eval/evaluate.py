@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,8 @@ class EvalConfig:
     style: str = ""
     """Style prompt for --source model (default: from the clip's scenario, else "speaking")."""
     seed: int = 0
+    tail_forcing: bool = True
+    """For a student (--source model with a student folder): correct each chunk's tail frame (as live)."""
     max_seconds: float = 0.0
     """Evaluate only the first seconds of --audio (0 = all)."""
 
@@ -167,22 +170,37 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
         from engine.models.sampling import Guidance, SampleConfig, generate
 
         if model is None:
-            raise ValueError("--source model needs --model FOLDER (a trained teacher, e.g. runs/generalist/model)")
+            raise ValueError("--source model needs --model FOLDER (a trained teacher or student, e.g. assets/models/student)")
         cfg = config or EvalConfig()
         if mel is None:
             mel = log_mel(audio, None, n_frames)
+        if type(model).__name__ == "MotionStudent":  # the live streaming path
+            from engine.runtime.config import SessionConfig
+            from engine.runtime.session import stream_motion
+
+            sess = SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance, tail_forcing=cfg.tail_forcing and
+                                 model.corrector is not None, seed=cfg.seed)
+            return stream_motion(model, mel.astype(np.float32), n_frames, sess, shape=shape, style=cfg.style or style,
+                                 corrector=model.corrector if sess.tail_forcing else None, schedule=model.schedule)
         sc = SampleConfig(steps=cfg.steps, guidance=Guidance(cfg.audio_guidance, cfg.style_guidance), seed=cfg.seed)
         return generate(model, mel.astype(np.float32), n_frames, sc, shape=shape, style=cfg.style or style)
     raise ValueError(f"unknown motion source {source!r} (available: procedural, procedural-audio, model, reference, corpus)")
 
 
 def load_model(folder: Path | None):
-    """A trained motion model from its folder (config.json + safetensors), on the CPU, in eval mode."""
+    """A trained motion model (teacher or student) from its folder (config.json + safetensors), on the CPU,
+    in eval mode. A student comes with its session parts as attributes: `corrector` (the generalist
+    teacher, for tail forcing) and `schedule` (its guidance calibration)."""
     if folder is None:
         return None
-    from engine.models.loading import load_teacher
+    from engine.models.loading import load_motion_model
 
-    return load_teacher(folder)
+    model = load_motion_model(folder)
+    if type(model).__name__ == "MotionStudent":
+        from engine.runtime.session import load_session_models
+
+        _, model.corrector, model.schedule = load_session_models(folder)
+    return model
 
 
 def portrait_shape(framed: FramedAvatar) -> np.ndarray:
@@ -222,10 +240,15 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
         motion, _ = fit_motion(ref_track)
         motion = motion[:n]
     else:
-        motion = motion_for(source, audio, n, phonemes, model=load_model(ev.config.model), config=ev.config,
+        model = load_model(ev.config.model)
+        t0 = time.process_time()
+        motion = motion_for(source, audio, n, phonemes, model=model, config=ev.config,
                             shape=portrait_shape(framed))
+        cpu_ms = 1e3 * (time.process_time() - t0) / n
     m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
     res = ev.score(m, audio, phonemes, ref_curve)
+    if source != "reference":
+        res["motion_cpu_ms_per_frame"] = cpu_ms
     res.update({"portrait": str(portrait), "audio": str(audio_path), "source": source,
                 "reference_video": str(reference_video) if reference_video else None})
     series = {"mouth": m.mouth, "reference_mouth": ref_curve,
@@ -254,14 +277,17 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
             log.warning("%s has no %s clips", corpus, sc)
     for sc, row, clip in chosen:
         phon = clip.phonemes or None
+        t0 = time.process_time()
         if source == "corpus":
             motion = clip.motion
         else:
             motion = motion_for(source, clip.audio, clip.frames, phon, model=model, config=ev.config,
                                 shape=shape, mel=clip.mel, style=styles.scenario_prompt(sc))
+        cpu_ms = 1e3 * (time.process_time() - t0) / clip.frames
         m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
         res = ev.score(m, clip.audio, phon)
         res["id"] = row["id"]
+        res["motion_cpu_ms_per_frame"] = cpu_ms
         per.setdefault(sc, []).append(res)
         log.info("%s %s: %s", sc, row["id"], _brief(res))
     summary = {"corpus": str(corpus), "portrait": str(portrait), "source": source,
@@ -290,6 +316,7 @@ def aggregate(results: list[dict]) -> dict:
         "stuck_closed": mean(lambda r: r["stability"]["stuck_closed"]),
         "identity": mean(lambda r: r.get("identity", {}).get("mean")),
         "sharpness": mean(lambda r: r.get("mouth_sharpness_vs_portrait")),
+        "motion_cpu_ms_per_frame": mean(lambda r: r.get("motion_cpu_ms_per_frame")),
     }
 
 

@@ -65,6 +65,8 @@ class StudentCache:
     fused: torch.Tensor  # [B, D] global conditioning (identity + style)
     frame: int = 0
     """Index of the next frame to generate."""
+    prepared: tuple | None = None
+    """(frame, per-layer keys ready for attention): valid until the next commit."""
 
     @property
     def filled(self) -> int:
@@ -120,37 +122,42 @@ class MotionStudent(ModelMixin, ConfigMixin):
         return self.guide(timestep_embedding((g.float() - 1.0) / 10.0, self.config.dim))
 
     # -- attention with sink keys ---------------------------------------------------------------
-    def _attend(self, blk: Block, h: torch.Tensor, cvec: torch.Tensor, q_pos: torch.Tensor,
-                extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
-                self_sink: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One block on tokens h [B, L, D] (conditioning cvec [B, L, D], positions q_pos [L]).
+    def _attend(self, blk: Block, h: torch.Tensor, cvec: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor],
+                extra: tuple[torch.Tensor, torch.Tensor] | None, self_sink: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One block on tokens h [B, L, D] (conditioning cvec [B, L, D], rotary cos/sin of their positions).
 
-        Keys are this call's tokens, preceded by `extra` = (k, v [B, H, P, Dh] un-rotated, positions [P],
-        sink flags [P]). Sink keys are matched with the un-rotated query (no position), the others with
-        rotary embeddings, in one attention call: q' = [q, rot(q)], k' = [k, 0] (sink) or [0, rot(k)].
-        mask [L, P + L] or [B, 1, L, P + L], True = attend. Returns (h, k, v) with this call's k, v."""
+        Sink keys are matched with the un-rotated query (no position), the others with rotary embeddings,
+        in one attention call: q' = [q, rot(q)], k' = [k, 0] (sink) or [0, rot(k)] (`_keys`). `extra` =
+        prepared keys k' and values [B, H, P, 2Dh / Dh] placed before this call's own. mask [L, P + L] or
+        [B, 1, L, P + L], True = attend. Returns (h, k, v) with this call's un-rotated k and v."""
         B, L, D = h.shape
         H, Dh = self.config.heads, self.head_dim
         s1, g1, b1, s2, g2, b2 = blk.modulation(F.silu(cvec)).chunk(6, dim=-1)
         x = blk.norm1(h) * (1 + s1) + b1
         q, k, v = blk.attn.qkv(x).view(B, L, 3, H, Dh).permute(2, 0, 3, 1, 4)
+        cos, sin = rot
+        q2 = torch.cat([q, apply_rotary(q, cos, sin)], -1)
+        k2 = self._keys(k, cos, sin, self_sink)
         if extra is not None:
-            ek, ev, epos, esink = extra
-            keys, vals = torch.cat([ek, k], 2), torch.cat([ev, v], 2)
-            k_pos, k_sink = torch.cat([epos, q_pos]), torch.cat([esink, self_sink])
+            k2, vals = torch.cat([extra[0], k2], 2), torch.cat([extra[1], v], 2)
         else:
-            keys, vals, k_pos, k_sink = k, v, q_pos, self_sink
-        cq, sq = rotary(q_pos, Dh)
-        ck, sk = rotary(k_pos, Dh)
-        q2 = torch.cat([q, apply_rotary(q, cq[None, None], sq[None, None])], -1)
-        sink = k_sink[None, None, :, None]
-        zero = torch.zeros_like(keys)
-        k2 = torch.cat([torch.where(sink, keys, zero),
-                        torch.where(sink, zero, apply_rotary(keys, ck[None, None], sk[None, None]))], -1)
+            vals = v
         y = F.scaled_dot_product_attention(q2, k2, vals, attn_mask=mask, scale=1.0 / math.sqrt(Dh))
         h = h + g1 * blk.attn.out(y.transpose(1, 2).reshape(B, L, D))
         h = h + g2 * blk.mlp(blk.norm2(h) * (1 + s2) + b2)
         return h, k, v
+
+    @staticmethod
+    def _keys(k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
+        """k [B, H, L, Dh] -> [B, H, L, 2 Dh]: [k, 0] for sink keys, [0, rot(k)] for the others."""
+        zero = torch.zeros_like(k)
+        sink = sink[None, None, :, None]
+        return torch.cat([torch.where(sink, k, zero), torch.where(sink, zero, apply_rotary(k, cos, sin))], -1)
+
+    def _rot(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rotary(pos, self.head_dim)
+        return cos[None, None], sin[None, None]
 
     def _out(self, h: torch.Tensor, cvec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.final_mod(F.silu(cvec)).chunk(2, dim=-1)
@@ -197,8 +204,9 @@ class MotionStudent(ModelMixin, ConfigMixin):
         sink = torch.cat([torch.ones(P, dtype=torch.bool, device=x.device), f < S,
                           torch.zeros(T, dtype=torch.bool, device=x.device)])
         mask = self.sequence_mask(T, x.device)
+        rot = self._rot(pos)
         for blk in self.blocks:
-            h, _, _ = self._attend(blk, h, cvec, pos, None, sink, mask)
+            h, _, _ = self._attend(blk, h, cvec, rot, None, sink, mask)
         return self._out(h[:, P + T:], cvec[:, P + T:])
 
     def frame_tokens(self, c: Conditions) -> torch.Tensor:
@@ -232,37 +240,45 @@ class MotionStudent(ModelMixin, ConfigMixin):
                         context_mask=torch.zeros(B, 1, device=c.shape.device))
         prefix, fused, _ = self.cond(ctx)
         cvec = (self._time(torch.zeros(B, device=prefix.device)) + fused)[:, None].expand(B, N_PREFIX, -1)
-        pos = torch.zeros(N_PREFIX, device=prefix.device)
+        rot = self._rot(torch.zeros(N_PREFIX, device=prefix.device))
         sink = torch.ones(N_PREFIX, dtype=torch.bool, device=prefix.device)
         h = prefix
         for i, blk in enumerate(self.blocks):
-            h, k, v = self._attend(blk, h, cvec, pos, None, sink, None)
+            h, k, v = self._attend(blk, h, cvec, rot, None, sink, None)
             cache.prefix_k[i], cache.prefix_v[i] = k, v
         cache.fused = fused
+        cache.prepared = None
 
-    def _cached(self, cache: StudentCache, i: int, base: float):
-        """Layer i's cached keys/values with positions re-based to `base` and sink flags."""
+    def _prepare(self, cache: StudentCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer: the cache's keys k' (sink keys plain, window keys rotated to positions relative to
+        the next chunk) and values. Computed once per chunk: the cache only changes in `commit`."""
+        if cache.prepared is not None and cache.prepared[0] == cache.frame:
+            return cache.prepared[1]
         dev = cache.win_k.device
-        k = torch.cat([cache.prefix_k[i], cache.sink_k[i], cache.win_k[i]], 2)
-        v = torch.cat([cache.prefix_v[i], cache.sink_v[i], cache.win_v[i]], 2)
         S, W = self.config.sink_frames, self.config.window
-        pos = torch.cat([torch.zeros(N_PREFIX + S, device=dev), cache.win_pos - base])
+        pos = torch.cat([torch.zeros(N_PREFIX + S, device=dev), cache.win_pos - float(cache.frame)])
         sink = torch.cat([torch.ones(N_PREFIX + S, dtype=torch.bool, device=dev),
                           torch.zeros(W, dtype=torch.bool, device=dev)])
-        return k, v, pos, sink
+        cos, sin = self._rot(pos)
+        layers = []
+        for i in range(self.config.depth):
+            k = torch.cat([cache.prefix_k[i], cache.sink_k[i], cache.win_k[i]], 2)
+            v = torch.cat([cache.prefix_v[i], cache.sink_v[i], cache.win_v[i]], 2)
+            layers.append((self._keys(k, cos, sin, sink), v))
+        cache.prepared = (cache.frame, layers)
+        return layers
 
     def _chunk_pass(self, tokens: torch.Tensor, cvec: torch.Tensor, cache: StudentCache,
                     self_sink: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         B, L, _ = tokens.shape
         dev = tokens.device
-        base = float(cache.frame)  # positions relative to the chunk: bounded however long the stream
-        q_pos = torch.arange(L, device=dev, dtype=torch.float32)
+        rot = self._rot(torch.arange(L, device=dev, dtype=torch.float32))  # relative to the chunk: bounded
         valid = torch.cat([torch.ones(B, N_PREFIX, dtype=torch.bool, device=dev), cache.sink_valid,
                            cache.win_valid, torch.ones(B, L, dtype=torch.bool, device=dev)], 1)
         mask = valid[:, None, None, :].expand(B, 1, L, valid.shape[1])
         h, kvs = tokens, []
-        for i, blk in enumerate(self.blocks):
-            h, k, v = self._attend(blk, h, cvec, q_pos, self._cached(cache, i, base), self_sink, mask)
+        for blk, extra in zip(self.blocks, self._prepare(cache)):
+            h, k, v = self._attend(blk, h, cvec, rot, extra, self_sink, mask)
             kvs.append((k, v))
         return h, kvs
 
@@ -294,6 +310,7 @@ class MotionStudent(ModelMixin, ConfigMixin):
                 cache.win_v[i] = torch.cat([cache.win_v[i], v[:, :, ns:]], 2)[:, :, -W:]
         if ns:
             cache.sink_valid[:, frames[:ns]] = True
+        cache.prepared = None
         if n > ns:
             cache.win_valid = torch.cat([cache.win_valid, torch.ones(B, n - ns, dtype=torch.bool, device=dev)], 1)[:, -W:]
             cache.win_pos = torch.cat([cache.win_pos, frames[ns:].float()])[-W:]
@@ -305,6 +322,7 @@ class MotionStudent(ModelMixin, ConfigMixin):
         cache.win_valid.zero_()
         cache.win_pos.zero_()
         cache.frame = 0
+        cache.prepared = None
 
     @torch.no_grad()
     def generate_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
