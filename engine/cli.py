@@ -386,6 +386,8 @@ class Compare:
     clips: int = 4
     portrait: Path | None = None
     out: Path = Path("compare")
+    include: tuple[Path, ...] = ()
+    """compare.json files of earlier runs (same settings) to show in the same table."""
     eval: Annotated[EvalConfig, Flat] = field(default_factory=EvalConfig)
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
@@ -404,7 +406,8 @@ class Compare:
                 raise ValueError(f"--models takes NAME=MODEL_FOLDER or NAME=MODEL_FOLDER@STEPS, got {item!r}")
             sources[name] = (Path(folder), int(steps)) if at else Path(folder)
         res = compare(sources, self.corpus, self.portrait or paths.default_portrait(), self.out,
-                      tuple(self.scenarios), self.clips, self.real, self.eval, self.common.avatar_cache())
+                      tuple(self.scenarios), self.clips, self.real, self.eval, self.common.avatar_cache(),
+                      tuple(self.include))
         log.info("Results: %s\n%s", self.out / "compare.md", res["table"])
         return 0
 

@@ -30,7 +30,7 @@ PROCEDURAL = ("procedural", "procedural-audio")
 
 def compare(sources: dict[str, str | Path | tuple[Path, int]], corpus: Path | None, portrait: Path, out: Path,
             scenarios=("speech", "singing", "pose", "hard"), clips: int = 4, real: Path | None = None,
-            config: EvalConfig | None = None, cache_dir: Path | None = None) -> dict:
+            config: EvalConfig | None = None, cache_dir: Path | None = None, include: tuple[Path, ...] = ()) -> dict:
     """`sources`: name -> a model folder, or "procedural" (the animator with the corpus's phonemes: the
     teachers' training target, an oracle on TTS) or "procedural-audio" (its audio-only mouth: the
     baseline an audio-driven model must beat). On real recordings, which have no phonemes, the two
@@ -39,6 +39,10 @@ def compare(sources: dict[str, str | Path | tuple[Path, int]], corpus: Path | No
     ev = Evaluator(cfg)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"portrait": str(portrait), "size": list(cfg.size), "corpus": {}, "real": {}}
+    for path in include:  # earlier results (same settings) shown first in the table
+        prev = json.loads(Path(path).read_text("utf-8"))
+        summary["corpus"].update(prev.get("corpus", {}))
+        summary["real"].update(prev.get("real", {}))
     for name, what in sources.items():
         steps = cfg.steps
         if isinstance(what, tuple):  # (model folder, denoising steps)

@@ -1,0 +1,64 @@
+"""`talkcam render` through the live path with the shipped student: the MP4 is read back (PyAV), its
+length matches the audio, and the mouth re-measured on its frames opens for speech and follows it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.audio.io import SAMPLE_RATE, load_audio
+from engine.cli import main
+from engine.eval import metrics as E
+from engine.runtime.config import SessionConfig
+from engine.runtime.render import render_file
+from tests.conftest import mouth_gap
+from tests.runtime.test_say import _read
+
+
+@pytest.mark.slow
+def test_render_real_speech_end_to_end(data_dir, portraits_dir, tmp_path, landmarker, session_cache):
+    audio_path = data_dir / "real" / "eng.wav"
+    out = tmp_path / "eng.mp4"
+    res = render_file(audio_path, portraits_dir / "lp_s42.jpg", out, SessionConfig(steps=2),
+                      cache_dir=session_cache, max_seconds=8.0)
+    frames, samples, rate = _read(out)
+    assert len(frames) == res.frames == 200
+    assert abs(len(frames) / 25 - samples / rate) <= 1.5 / 25 + 1024 / rate
+    gaps = np.array([np.nan if (lm := landmarker.mesh(f)) is None else mouth_gap(lm) for f in frames])
+    assert np.isnan(gaps).mean() < 0.05
+    audio = load_audio(audio_path)[: 8 * SAMPLE_RATE]
+    voiced = E.voiced_frames(audio, SAMPLE_RATE, len(frames), 25)
+    ok = ~np.isnan(gaps)
+    assert np.nanmean(gaps[voiced & ok]) > 1.5 * np.nanmean(gaps[~voiced & ok])  # opens for speech, closes in pauses
+    # the student's mouth follows the loudness of the real voice
+    energy = np.array([np.sqrt(np.mean(audio[i * 640:(i + 1) * 640] ** 2) + 1e-12) for i in range(len(frames))])
+    assert np.corrcoef(gaps[ok], np.log(energy[ok]))[0, 1] > 0.3
+
+
+def test_cli_render_and_its_errors(tmp_path, session_cache, portraits_dir, data_dir, caplog):
+    out = tmp_path / "cli.mp4"
+    rc = main(["render", "--audio", str(data_dir / "real" / "deyu.wav"), "--portrait", str(portraits_dir / "sad.png"),
+               "--out", str(out), "--cache-dir", str(session_cache), "--size", "128", "128", "--max-seconds", "2",
+               "--steps", "1", "--no-tail-forcing"])
+    assert rc == 0
+    frames, samples, rate = _read(out)
+    assert len(frames) == 50 and frames[0].shape == (128, 128, 3)
+    rc = main(["render", "--audio", str(tmp_path / "missing.wav"), "--out", str(out), "--no-cache"])
+    assert rc == 2 and "does not exist" in caplog.text
+    rc = main(["render", "--audio", str(data_dir / "real" / "deyu.wav"), "--steps", "3", "--no-cache"])
+    assert rc == 2 and "1, 2 or 4" in caplog.text
+
+
+@pytest.mark.parametrize("stage", ["student", "pipeline"])
+def test_cli_bench_stream_prints_json(capsys, session_cache, portraits_dir, stage):
+    rc = main(["bench", "--stage", stage, "--frames", "24", "--portrait", str(portraits_dir / "lp_s42.jpg"),
+               "--cache-dir", str(session_cache), "--size", "128", "128", "--steps", "1"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["stage"] == stage and data["frames"] >= 24 and data["fps"] > 0
+    assert data["latency_ms_p95"] >= data["latency_ms_p50"] > 0
+    assert data["rtf"] == pytest.approx(25 / data["fps"], rel=0.01)
+    assert set(data["stages_ms_per_frame"]) == ({"student"} if stage == "student" else {"student", "renderer"})
+    assert data["algorithmic_latency_ms"] == pytest.approx(1000 * (3 + 2) / 25)
