@@ -57,8 +57,8 @@ class EvalConfig:
     style: str = ""
     """Style prompt for --source model (default: from the clip's scenario, else "speaking")."""
     seed: int = 0
-    tail_forcing: bool = True
-    """For a student (--source model with a student folder): correct each chunk's tail frame (as live)."""
+    tail_forcing: bool = False
+    """For a student (--source model with a student folder): correct each chunk's tail frame."""
     max_seconds: float = 0.0
     """Evaluate only the first seconds of --audio (0 = all)."""
 

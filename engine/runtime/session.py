@@ -9,9 +9,10 @@ front end, a short motion history for the tail correction, the current controls.
 switches portrait or style mid-stream; `reset` starts the motion afresh; `finish` flushes the end of a
 clip with silence.
 
-Tail forcing (hybrid long tail forcing, as in training): after each chunk is sampled, the generalist
-teacher re-denoises it bidirectionally, anchored to the sink frames and the recent past, and the
-chunk's tail frame is replaced by that correction before it enters the cache.
+Tail forcing (hybrid long tail forcing, as in training; `SessionConfig.tail_forcing`, off by default,
+see docs/student.md): after each chunk is sampled, the generalist teacher re-denoises it
+bidirectionally, anchored to the sink frames and the recent past, and the chunk's tail frame is
+replaced by that correction before it enters the cache.
 """
 
 from __future__ import annotations

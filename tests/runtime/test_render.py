@@ -21,7 +21,7 @@ from tests.runtime.test_say import _read
 def test_render_real_speech_end_to_end(data_dir, portraits_dir, tmp_path, landmarker, session_cache):
     audio_path = data_dir / "real" / "eng.wav"
     out = tmp_path / "eng.mp4"
-    res = render_file(audio_path, portraits_dir / "lp_s42.jpg", out, SessionConfig(steps=2),
+    res = render_file(audio_path, portraits_dir / "lp_s42.jpg", out, SessionConfig(),
                       cache_dir=session_cache, max_seconds=8.0)
     frames, samples, rate = _read(out)
     assert len(frames) == res.frames == 200
@@ -32,7 +32,7 @@ def test_render_real_speech_end_to_end(data_dir, portraits_dir, tmp_path, landma
     voiced = E.voiced_frames(audio, SAMPLE_RATE, len(frames), 25)
     ok = ~np.isnan(gaps)
     on, off = np.nanmean(gaps[voiced & ok]), np.nanmean(gaps[~voiced & ok])
-    assert on > off + 0.03, (on, off)  # opens for speech, closes in pauses
+    assert on > off + 0.04, (on, off)  # opens for speech, closes in pauses
     # the student's mouth follows the loudness of the real voice
     energy = np.array([np.sqrt(np.mean(audio[i * 640:(i + 1) * 640] ** 2) + 1e-12) for i in range(len(frames))])
     r = np.corrcoef(gaps[ok], np.log(energy[ok] + 1e-3))[0, 1]
