@@ -9,22 +9,22 @@ from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
 
 
-def load_teacher(folder: Path | str, device: str = "cpu") -> MotionTeacher:
+def _load(cls, folder: Path | str, device: str, example: str):
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json): give a teacher folder such as "
-                                f"assets/models/teachers/generalist or a run's model/ folder (talkcam train teacher)")
-    model = MotionTeacher.from_pretrained(str(folder), low_cpu_mem_usage=False)
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json): give {example}")
+    model = cls.from_pretrained(str(folder), low_cpu_mem_usage=False)
     return model.float().to(device).eval()
+
+
+def load_teacher(folder: Path | str, device: str = "cpu") -> MotionTeacher:
+    return _load(MotionTeacher, folder, device, "a teacher folder such as assets/models/teachers/generalist or a "
+                 "run's model/ folder (talkcam train teacher)")
 
 
 def load_student(folder: Path | str, device: str = "cpu") -> MotionStudent:
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json): give a student folder such as "
-                                f"assets/models/student or a run's model/ folder (talkcam train student)")
-    model = MotionStudent.from_pretrained(str(folder), low_cpu_mem_usage=False)
-    return model.float().to(device).eval()
+    return _load(MotionStudent, folder, device, "a student folder such as assets/models/student or a run's model/ "
+                 "folder (talkcam train student)")
 
 
 def load_motion_model(folder: Path | str, device: str = "cpu") -> MotionTeacher | MotionStudent:

@@ -33,9 +33,9 @@ from torch import nn
 
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
-from engine.models.audio_encoder import AudioEncoder
-from engine.models.conditions import ConditionEncoder, Conditions
+from engine.models.conditions import Conditions
 from engine.models.transformer import Block, apply_rotary, rotary, timestep_embedding
+from engine.models.trunk import MotionTrunk
 from engine.motion import DIM as MOTION_DIM
 
 N_PREFIX = 2
@@ -73,7 +73,7 @@ class StudentCache:
         return int(self.win_valid[0].sum()) + int(self.sink_valid[0].sum())
 
 
-class MotionStudent(ModelMixin, ConfigMixin):
+class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
     """v = student(x_s [B, T, M], s [B, T], conditions, guidance [B], clean [B, T, M]) -> [B, T, M]."""
 
     @register_to_config
@@ -84,29 +84,10 @@ class MotionStudent(ModelMixin, ConfigMixin):
         super().__init__()
         if chunk < 1 or window < chunk or sink_frames < 0:
             raise ValueError(f"need chunk >= 1, window >= chunk, sink_frames >= 0 (got {chunk}, {window}, {sink_frames})")
-        self.audio_encoder = AudioEncoder(**{"dim": dim, "channels": dim, **(audio or {})})
-        self.cond = ConditionEncoder(dim, shape_dim, style_vocab, motion_dim)
-        self.inp = nn.Linear(motion_dim, dim)
-        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.build_trunk(motion_dim, dim, depth, heads, mlp_ratio, dropout, shape_dim, style_vocab, audio)
         self.guide = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.guide[2].weight)
         nn.init.zeros_(self.guide[2].bias)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.final_mod = nn.Linear(dim, 2 * dim)
-        self.head = nn.Linear(dim, motion_dim)
-        for m in (self.final_mod, self.head):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-        self.register_buffer("motion_mean", torch.zeros(motion_dim))
-        self.register_buffer("motion_std", torch.ones(motion_dim))
-
-    # -- motion space (as the teacher) ---------------------------------------------------------
-    def to_model(self, motion: torch.Tensor) -> torch.Tensor:
-        return (motion - self.motion_mean) / self.motion_std
-
-    def from_model(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.motion_std + self.motion_mean
 
     @property
     def head_dim(self) -> int:

@@ -11,17 +11,16 @@ from __future__ import annotations
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from torch import nn
 
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
-from engine.models.audio_encoder import AudioEncoder
-from engine.models.conditions import ConditionEncoder, Conditions
-from engine.models.transformer import Block, rotary, timestep_embedding
+from engine.models.conditions import Conditions
+from engine.models.transformer import rotary, timestep_embedding
+from engine.models.trunk import MotionTrunk
 from engine.motion import DIM as MOTION_DIM
 
 
-class MotionTeacher(ModelMixin, ConfigMixin):
+class MotionTeacher(MotionTrunk, ModelMixin, ConfigMixin):
     """v = teacher(x_s [B, T, M], s [B], conditions) -> [B, T, M] (model space)."""
 
     @register_to_config
@@ -29,26 +28,7 @@ class MotionTeacher(ModelMixin, ConfigMixin):
                  mlp_ratio: float = 3.0, dropout: float = 0.0, window: int = 100, shape_dim: int = SHAPE_DIM,
                  style_vocab: int = len(STYLE_WORDS), audio: dict | None = None) -> None:
         super().__init__()
-        self.audio_encoder = AudioEncoder(**{"dim": dim, "channels": dim, **(audio or {})})
-        self.cond = ConditionEncoder(dim, shape_dim, style_vocab, motion_dim)
-        self.inp = nn.Linear(motion_dim, dim)
-        self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.final_mod = nn.Linear(dim, 2 * dim)
-        self.head = nn.Linear(dim, motion_dim)
-        for m in (self.final_mod, self.head):
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
-        self.register_buffer("motion_mean", torch.zeros(motion_dim))
-        self.register_buffer("motion_std", torch.ones(motion_dim))
-
-    # -- motion space ---------------------------------------------------------------------------
-    def to_model(self, motion: torch.Tensor) -> torch.Tensor:
-        return (motion - self.motion_mean) / self.motion_std
-
-    def from_model(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.motion_std + self.motion_mean
+        self.build_trunk(motion_dim, dim, depth, heads, mlp_ratio, dropout, shape_dim, style_vocab, audio)
 
     # -- network --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, s: torch.Tensor, c: Conditions) -> torch.Tensor:

@@ -28,7 +28,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -354,15 +354,12 @@ def train(cfg: DistillConfig) -> Path:
                 log.info("step %d eval: %s", step, "; ".join(f"{k} r {v['r']:.3f} closure {v['closure']:.2f}"
                                                              for k, v in q.items()))
             if rt.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                loop.save_checkpoint(ckpt, student, opt, step, {"history": history, "config": _jsonable(cfg)})
+                loop.save_checkpoint(ckpt, student, opt, step, {"history": history, "config": loop.jsonable(cfg)})
                 if critic is not None:
                     loop.save_checkpoint(out / "critic", critic, copt, step, {})
     final = out / "model"
     if rt.main:
-        student.save_pretrained(final)
-        (out / "train.json").write_text(json.dumps({"config": _jsonable(cfg), "steps": step, "history": history,
-                                                    "seconds": round(time.time() - t0, 1)}, indent=1), "utf-8")
-        log.info("Student saved to %s", final)
+        loop.save_final(out, student, cfg, step, history, t0, "Student")
     loop.teardown(rt)
     return final
 
@@ -380,7 +377,3 @@ def quick_eval_student(student: MotionStudent, heldout: Path, clips: int, steps:
                          m, mel, n, SessionConfig(steps=steps, guidance=guidance, tail_forcing=False), style=style))
     student.train(was)
     return res
-
-
-def _jsonable(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=str))

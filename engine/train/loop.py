@@ -4,10 +4,12 @@ save_pretrained; optimizer state flattened into tensors + JSON, never pickle).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +122,18 @@ def load_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer) -> di
         per.setdefault(int(pid), {})[k] = v
     optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
     return state
+
+
+def jsonable(cfg) -> dict:
+    """A config dataclass as plain JSON values (paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def save_final(out: Path, model, cfg, step: int, history: list, started: float, what: str) -> Path:
+    """The finished model (out/model) and the run summary (out/train.json: config, steps, evaluations, time)."""
+    final = out / "model"
+    model.save_pretrained(final)
+    (out / "train.json").write_text(json.dumps({"config": jsonable(cfg), "steps": step, "history": history,
+                                                "seconds": round(time.time() - started, 1)}, indent=1), "utf-8")
+    log.info("%s saved to %s", what, final)
+    return final

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -339,16 +338,9 @@ def train(cfg: TeacherTrainConfig) -> Path:
                 log.info("step %d eval: %s", step, "; ".join(f"{k} r {v['r']:.3f} off {v['offset']:+.1f} closure "
                                                              f"{v['closure']:.2f}" for k, v in q.items()))
             if rt.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                loop.save_checkpoint(ckpt, model, opt, step, {"history": history, "config": _jsonable(cfg)})
+                loop.save_checkpoint(ckpt, model, opt, step, {"history": history, "config": loop.jsonable(cfg)})
     final = out / "model"
     if rt.main:
-        model.save_pretrained(final)
-        (out / "train.json").write_text(json.dumps({"config": _jsonable(cfg), "steps": step, "history": history,
-                                                    "seconds": round(time.time() - t0, 1)}, indent=1), "utf-8")
-        log.info("Teacher saved to %s", final)
+        loop.save_final(out, model, cfg, step, history, t0, "Teacher")
     loop.teardown(rt)
     return final
-
-
-def _jsonable(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=str))
