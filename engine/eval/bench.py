@@ -100,15 +100,16 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     t_sess, t_rend, chunk_times, done = [], [], [], 0
     warm = warmup_chunks * student.config.chunk
     with torch.inference_mode():
-        for i in range(0, len(audio), piece):
+        chunks = sess.stream(audio, piece)
+        while True:
             t0 = time.perf_counter()
-            mo = sess.push_audio(audio[i:i + piece])
+            mo = next(chunks, None)  # includes the pushes that completed no chunk
             t1 = time.perf_counter()
-            if renderer is not None and len(mo):
+            if mo is None:
+                break
+            if renderer is not None:
                 renderer.render(mo)
             t2 = time.perf_counter()
-            if not len(mo):
-                continue
             done += len(mo)
             if done > warm:
                 t_sess.append((t1 - t0, len(mo)))

@@ -51,12 +51,9 @@ def stream(session, audio: np.ndarray) -> tuple[np.ndarray, float]:
     import torch
 
     t0 = time.perf_counter()
-    out = []
     with torch.inference_mode():
-        for i in range(0, len(audio), PIECE):
-            out.append(session.push_audio(audio[i:i + PIECE]))
-        out.append(session.finish())
-    return np.concatenate(out), time.perf_counter() - t0
+        motion = np.concatenate(list(session.stream(audio, PIECE)))
+    return motion, time.perf_counter() - t0
 
 
 def _window_means(y: np.ndarray, n: int) -> np.ndarray:
@@ -114,10 +111,10 @@ def drift(folder: Path, seconds: float, out: Path, session_config, student_dir: 
     basis = M.MotionBasis(default_reference_landmarks())
     res: dict = {"seconds": seconds, "audio": str(folder), "runs": {}}
     out.mkdir(parents=True, exist_ok=True)
+    student, corrector, schedule = load_session_models(student_dir, tail_forcing="tail" in variants)
     for v in variants:
         cfg = replace(session_config, tail_forcing=(v == "tail"))
-        student, corrector, schedule = load_session_models(student_dir, tail_forcing=cfg.tail_forcing)
-        sess = StudentSession(student, cfg, corrector, schedule)
+        sess = StudentSession(student, cfg, corrector if cfg.tail_forcing else None, schedule)
         motion, took = stream(sess, audio)
         m = drift_metrics(motion, audio, basis)
         m["ms_per_frame"] = 1e3 * took / len(motion)

@@ -174,33 +174,32 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
         cfg = config or EvalConfig()
         if mel is None:
             mel = log_mel(audio, None, n_frames)
-        if type(model).__name__ == "MotionStudent":  # the live streaming path
+        if type(model).__name__ == "SessionModels":  # a student: the live streaming path
             from engine.runtime.config import SessionConfig
             from engine.runtime.session import stream_motion
 
-            sess = SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance, tail_forcing=cfg.tail_forcing and
-                                 model.corrector is not None, seed=cfg.seed)
-            return stream_motion(model, mel.astype(np.float32), n_frames, sess, shape=shape, style=cfg.style or style,
-                                 corrector=model.corrector if sess.tail_forcing else None, schedule=model.schedule)
+            sess = SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
+                                 tail_forcing=model.corrector is not None, seed=cfg.seed)
+            return stream_motion(model.student, mel.astype(np.float32), n_frames, sess, shape=shape,
+                                 style=cfg.style or style, corrector=model.corrector, schedule=model.schedule)
         sc = SampleConfig(steps=cfg.steps, guidance=Guidance(cfg.audio_guidance, cfg.style_guidance), seed=cfg.seed)
         return generate(model, mel.astype(np.float32), n_frames, sc, shape=shape, style=cfg.style or style)
     raise ValueError(f"unknown motion source {source!r} (available: procedural, procedural-audio, model, reference, corpus)")
 
 
-def load_model(folder: Path | None):
-    """A trained motion model (teacher or student) from its folder (config.json + safetensors), on the CPU,
-    in eval mode. A student comes with its session parts as attributes: `corrector` (the generalist
-    teacher, for tail forcing) and `schedule` (its guidance calibration)."""
+def load_model(folder: Path | None, tail_forcing: bool = False):
+    """A trained motion model from its folder (config.json + safetensors), on the CPU, in eval mode: a
+    teacher, or for a student what its streaming session runs (`SessionModels`: the student, the
+    corrector when `tail_forcing`, its guidance calibration)."""
     if folder is None:
         return None
-    from engine.models.loading import load_motion_model
+    from engine.models.loading import is_student, load_teacher
 
-    model = load_motion_model(folder)
-    if type(model).__name__ == "MotionStudent":
+    if is_student(folder):
         from engine.runtime.session import load_session_models
 
-        _, model.corrector, model.schedule = load_session_models(folder)
-    return model
+        return load_session_models(folder, tail_forcing=tail_forcing)
+    return load_teacher(folder)
 
 
 def portrait_shape(framed: FramedAvatar) -> np.ndarray:
@@ -240,7 +239,7 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
         motion, _ = fit_motion(ref_track)
         motion = motion[:n]
     else:
-        model = load_model(ev.config.model)
+        model = load_model(ev.config.model, ev.config.tail_forcing)
         t0 = time.process_time()
         motion = motion_for(source, audio, n, phonemes, model=model, config=ev.config,
                             shape=portrait_shape(framed))
@@ -269,7 +268,7 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
     ev = evaluator or Evaluator(config)
     framed = ev.frame(portrait, cache_dir)
     shape = portrait_shape(framed)
-    model = load_model(ev.config.model) if source == "model" else None
+    model = load_model(ev.config.model, ev.config.tail_forcing) if source == "model" else None
     chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)
     per: dict[str, list[dict]] = {}
     for sc in scenarios:

@@ -27,11 +27,9 @@ def load_student(folder: Path | str, device: str = "cpu") -> MotionStudent:
                  "folder (talkcam train student)")
 
 
-def load_motion_model(folder: Path | str, device: str = "cpu") -> MotionTeacher | MotionStudent:
-    """A teacher or a student, whichever the folder holds."""
+def is_student(folder: Path | str) -> bool:
+    """Does the model folder hold a student (else a teacher)?"""
     import json
 
     cfg = Path(folder) / "config.json"
-    if cfg.exists() and json.loads(cfg.read_text("utf-8")).get("_class_name") == "MotionStudent":
-        return load_student(folder, device)
-    return load_teacher(folder, device)
+    return cfg.exists() and json.loads(cfg.read_text("utf-8")).get("_class_name") == MotionStudent.__name__

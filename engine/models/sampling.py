@@ -10,7 +10,9 @@ the previous window's last frames as known motion context, so the seams are cont
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,6 +51,13 @@ class SampleConfig:
             self.guidance = Guidance()
 
 
+def step_grid(steps: int) -> list[float]:
+    """Noise levels of the nested Euler grid: 1, 1 - 1/n, ..., 1/n (then 0). 1, 2, 4 steps are nested."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return [1.0 - i / steps for i in range(steps)]
+
+
 def passes_per_step(g: Guidance) -> int:
     return 1 + int(g.audio != 1.0) + int(g.style != 1.0)
 
@@ -85,7 +94,7 @@ def sample(model, c: Conditions, steps: int, guidance: Guidance, generator: torc
 
         x = noise if noise is not None else torch.randn(B, T, model.config.motion_dim, generator=generator,
                                                         device=c.audio.device)
-        grid = [1.0 - i / steps for i in range(steps)] + [0.0]
+        grid = step_grid(steps) + [0.0]
         g = torch.full((B,), guidance.audio, device=x.device)
         for s, s_next in zip(grid[:-1], grid[1:]):
             w = schedule.per_dim(s, MOTION_NAMES)
@@ -123,6 +132,17 @@ def conditions_for(model, audio_emb: torch.Tensor, shape: np.ndarray | None = No
     )
 
 
+def audio_embedding(model, mel: np.ndarray, n_frames: int) -> torch.Tensor:
+    """Audio embeddings [1, n_frames, D] of a clip's log-mel, padded with silence before the clip (the
+    encoder's past context) and after it (lookahead, short clips)."""
+    enc = model.audio_encoder
+    past, la = enc.context()
+    mpf = enc.config.mels_per_frame
+    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), SILENCE, np.float32)
+    padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
+    return enc(torch.from_numpy(padded)[None].to(next(model.parameters()).device))
+
+
 @torch.no_grad()
 def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None = None,
              shape: np.ndarray | None = None, style: str = "speaking", controls: np.ndarray | None = None,
@@ -131,12 +151,7 @@ def generate(model, mel: np.ndarray, n_frames: int, config: SampleConfig | None 
     cfg = config or SampleConfig()
     model.eval()
     dev = next(model.parameters()).device
-    enc = model.audio_encoder
-    past, la = enc.context()
-    mpf = enc.config.mels_per_frame
-    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), SILENCE, np.float32)
-    padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
-    audio_emb = enc(torch.from_numpy(padded)[None].to(dev))  # [1, n, D]
+    audio_emb = audio_embedding(model, mel, n_frames)  # [1, n, D]
     W = int(model.config.window)
     overlap = max(0, min(cfg.overlap, W // 2))  # at least half a window of new frames each time
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
@@ -185,13 +200,30 @@ class GuidanceSchedule:
     def uniform(cls) -> GuidanceSchedule:
         return cls({g: [1.0] * 4 for g in ("mouth", "eyes", "head")})
 
-    def per_dim(self, s: float, motion_names: tuple[str, ...]) -> torch.Tensor:
-        """Weights [M] at noise level s (the step of the 4-step grid whose interval contains s)."""
-        i = min(3, max(0, int((1.0 - s) * 4 + 1e-6)))
-        w = torch.zeros(len(motion_names))
-        for g, dims in group_dims(motion_names).items():
-            w[dims] = float(self.weights[g][i])
-        return w
+    @classmethod
+    def load(cls, path: Path | str) -> GuidanceSchedule:
+        """The schedule of a calibration.json (`talkcam train calibrate`)."""
+        data = json.loads(Path(path).read_text("utf-8"))
+        return cls({g: [float(w) for w in ws] for g, ws in data["schedule"].items()})
+
+    def table(self, motion_names: tuple[str, ...]) -> torch.Tensor:
+        """Weights [4 steps, M] (computed once per motion layout)."""
+        cache = self.__dict__.setdefault("_tables", {})
+        if motion_names not in cache:
+            w = torch.zeros(4, len(motion_names))
+            for g, dims in group_dims(motion_names).items():
+                w[:, dims] = torch.tensor([float(v) for v in self.weights[g]])[:, None]
+            cache[motion_names] = w
+        return cache[motion_names]
+
+    @staticmethod
+    def step_index(s: torch.Tensor | float) -> torch.Tensor:
+        """The step of the 4-step grid whose interval contains noise level s."""
+        return ((1.0 - torch.as_tensor(s, dtype=torch.float64)) * 4 + 1e-6).long().clamp(0, 3)
+
+    def per_dim(self, s: torch.Tensor | float, motion_names: tuple[str, ...]) -> torch.Tensor:
+        """Weights at noise level s: [M] for a float, [B, M] for levels [B]."""
+        return self.table(motion_names).to(torch.as_tensor(s).device)[self.step_index(s)]
 
     def guided_cells(self) -> int:
         return sum(1 for ws in self.weights.values() for w in ws if w > 0)
@@ -199,15 +231,18 @@ class GuidanceSchedule:
 
 def weighted_guidance(model, x: torch.Tensor, s: torch.Tensor, c: Conditions, g: torch.Tensor,
                       w: torch.Tensor | None) -> torch.Tensor:
-    """Audio-guided velocity with a per-sample scale g [B] applied to the dimensions by weight w [M]
-    (None = all): v = v(a) + (1 + (g - 1) w - 1) (v(a) - v(-)). Two passes, batched."""
+    """Audio-guided velocity with a per-sample scale g [B] applied to the dimensions by weight w ([M] for
+    all samples or [B, M] per sample; None = all dimensions): v = v(a) + (g - 1) w (v(a) - v(-)).
+    Two passes, batched."""
     B = x.shape[0]
     if torch.all(g == 1.0):
         return model(x, s, c)
     cat = Conditions(**{k: torch.cat([getattr(c, k), getattr(c, k)]) for k in c.__dict__})
     cat.drop_audio = torch.cat([c.drop_audio, torch.ones_like(c.drop_audio)])
     vc, vu = model(x.repeat(2, 1, 1), s.repeat(2), cat).split(B)
-    scale = (g.to(x.dtype) - 1.0)[:, None, None] * (1.0 if w is None else w.to(x)[None, None])
+    scale = (g.to(x.dtype) - 1.0)[:, None, None]
+    if w is not None:
+        scale = scale * (w.to(x)[None, None] if w.dim() == 1 else w.to(x)[:, None])
     return vc + scale * (vc - vu)
 
 
@@ -220,7 +255,7 @@ def tail_correct(teacher, known: torch.Tensor, chunk: torch.Tensor, c: Condition
     known [B, K, M] (model space: the sink frames, then the recent past), chunk [B, n, M]; c: the
     teacher's conditions over those K + n frames (its context fields are set here). The window is noised
     to `level` (SDEdit) and denoised in `steps` Euler steps with the known frames given as context.
-    Returns the corrected chunk [B, n, M]; callers keep only its tail frame."""
+    Returns the chunk with only its tail frame replaced by the correction."""
     B, K, _ = known.shape
     n = chunk.shape[1]
     dev = chunk.device
@@ -235,4 +270,6 @@ def tail_correct(teacher, known: torch.Tensor, chunk: torch.Tensor, c: Condition
         w = None if schedule is None else schedule.per_dim(s, motion_names)
         v = weighted_guidance(teacher, x, torch.full((B,), s, device=dev), c, g, w)
         x = x + (s_next - s) * v
-    return x[:, K:]
+    out = chunk.clone()
+    out[:, -1] = x[:, -1]
+    return out

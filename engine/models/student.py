@@ -34,19 +34,13 @@ from torch import nn
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import Conditions
+from engine.models.sampling import step_grid  # noqa: F401 (the student's grids; re-exported)
 from engine.models.transformer import Block, apply_rotary, rotary, timestep_embedding
 from engine.models.trunk import MotionTrunk
 from engine.motion import DIM as MOTION_DIM
 
 N_PREFIX = 2
 """Prefix tokens: identity, style."""
-
-
-def step_grid(steps: int) -> list[float]:
-    """Noise levels the student denoises from: 1, 1 - 1/n, ..., 1/n (then 0). 1, 2, 4 steps are nested."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return [1.0 - i / steps for i in range(steps)]
 
 
 @dataclass
@@ -306,16 +300,25 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         cache.prepared = None
 
     @torch.no_grad()
-    def generate_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
-                       noise: torch.Tensor, correct=None) -> torch.Tensor:
-        """Sample the next chunk (model space [B, n, M]) from `noise` in `steps` Euler steps, then commit it.
-        `correct(x0) -> x0` may replace the chunk before it is committed (tail forcing)."""
+    def sample_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
+                     noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Sample the next chunk from `noise` in `steps` Euler steps (the cache is not changed).
+        Returns (x0 [B, n, M] model space, the last step's input, its noise level)."""
         x = noise
         grid = step_grid(steps) + [0.0]
         B = x.shape[0]
         for s, s_next in zip(grid[:-1], grid[1:]):
+            last = x
             v = self.denoise(x, torch.full((B,), s, device=x.device), frame_tokens, guidance, cache)
             x = x + (s_next - s) * v
+        return x, last, grid[-2]
+
+    @torch.no_grad()
+    def generate_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
+                       noise: torch.Tensor, correct=None) -> torch.Tensor:
+        """Sample the next chunk (model space [B, n, M]) and commit it to the cache. `correct(x0) -> x0`
+        may replace the chunk before it is committed (tail forcing)."""
+        x, _, _ = self.sample_chunk(frame_tokens, cache, steps, guidance, noise)
         if correct is not None:
             x = correct(x)
         self.commit(x, frame_tokens, cache)

@@ -62,27 +62,18 @@ def render_file(audio_path: Path, portrait: Path, out: Path, session: SessionCon
     t0 = time.perf_counter()
     with Mp4Writer(out, render.size, FPS, SAMPLE_RATE) as writer, torch.inference_mode():
         writer.write_audio(padded)
-
-        def emit(motion: np.ndarray) -> None:
-            nonlocal t_render
-            if not len(motion):
-                return
-            motion = motion[: n_frames - sum(len(m) for m in motions)]
+        chunks = sess.stream(audio, PIECE, n_frames)  # exactly n_frames: the audio covers no more
+        while True:
+            t = time.perf_counter()
+            motion = next(chunks, None)
+            t_session += time.perf_counter() - t
+            if motion is None:
+                break
             motions.append(motion)
             t = time.perf_counter()
             for frame in renderer.render(motion):
                 writer.write_video(frame)
             t_render += time.perf_counter() - t
-
-        for i in range(0, len(audio), PIECE):
-            t = time.perf_counter()
-            mo = sess.push_audio(audio[i:i + PIECE])
-            t_session += time.perf_counter() - t
-            emit(mo)
-        t = time.perf_counter()
-        mo = sess.finish(n_frames)
-        t_session += time.perf_counter() - t
-        emit(mo)
     elapsed = time.perf_counter() - t0
     motion = np.concatenate(motions)
     log.info("Wrote %s: %d frames (%.2f s) at %dx%d in %.1f s (student %.1f ms/frame, renderer %.1f ms/frame)", out,

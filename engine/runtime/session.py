@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +34,15 @@ from engine.models.teacher import MotionTeacher
 from engine.runtime.config import SessionConfig
 
 log = logging.getLogger(__name__)
+
+
+class SessionModels(NamedTuple):
+    """What a session runs: the student, the tail-forcing corrector (None when off) and the guidance
+    calibration the student was distilled with (None if unknown)."""
+
+    student: MotionStudent
+    corrector: MotionTeacher | None
+    schedule: GuidanceSchedule | None
 
 
 class StudentSession:
@@ -58,8 +68,7 @@ class StudentSession:
         self.controls = np.zeros(N_CONTROLS, np.float32)
         self.control_mask = np.zeros(N_CONTROLS, np.float32)
         self.shape, self.style = shape, style
-        self._base = conditions_for(student, torch.zeros(1, 1, student.config.dim, device=self.device), shape, style)
-        self.cache = student.new_cache(self._base)
+        self.cache = student.new_cache(self._identity())
         self._reset_stream()
 
     # -- control --------------------------------------------------------------------------------
@@ -67,9 +76,12 @@ class StudentSession:
         """Switch portrait (its face shape) and/or style prompt without restarting the stream."""
         self.shape = shape
         self.style = self.style if style is None else style
-        self._base = conditions_for(self.student, torch.zeros(1, 1, self.student.config.dim, device=self.device),
-                                    self.shape, self.style)
-        self.student.set_identity(self.cache, self._base)
+        self.student.set_identity(self.cache, self._identity())
+
+    def _identity(self):
+        """Conditions carrying the current face shape and style (what the cache's prefix is made of)."""
+        return conditions_for(self.student, torch.zeros(1, 1, self.student.config.dim, device=self.device),
+                              self.shape, self.style)
 
     def set_control(self, name: str, value: float | None) -> None:
         """Hold a frame control (smile, blink, gazeX, gazeY, yaw, pitch, roll, speak) from now on;
@@ -131,6 +143,17 @@ class StudentSession:
             out.append(self._chunk(n))
         return np.concatenate(out)
 
+    def stream(self, audio: np.ndarray, piece: int = 640, n_frames: int | None = None):
+        """Push a whole signal in `piece`-sample pieces (640 = 40 ms, as live) and finish it; yields each
+        non-empty block of motion frames as it comes out (the caller can time or render them)."""
+        for i in range(0, len(audio), piece):
+            mo = self.push_audio(audio[i:i + piece])
+            if len(mo):
+                yield mo
+        mo = self.finish(n_frames)
+        if len(mo):
+            yield mo
+
     def _available(self) -> int:
         """Video frames of mel received (buffer start + whole frames in it)."""
         return self._mel_start + len(self._mel) // self.mpf
@@ -175,11 +198,8 @@ class StudentSession:
         controls = np.concatenate([np.stack([k[2] for k in known]), ctrl])
         cmask_all = np.concatenate([np.stack([k[3] for k in known]), cmask])
         ct = conditions_for(self.corrector, audio, self.shape, self.style, controls, cmask_all)
-        fixed = tail_correct(self.corrector, kx, x, ct, self.g, self.schedule, self.config.tail_noise,
-                             self.config.tail_steps, self.gen, M.MOTION_NAMES)
-        x = x.clone()
-        x[:, -1] = fixed[:, -1]
-        return x
+        return tail_correct(self.corrector, kx, x, ct, self.g, self.schedule, self.config.tail_noise,
+                            self.config.tail_steps, self.gen, M.MOTION_NAMES)
 
 
 def stream_motion(student: MotionStudent, mel: np.ndarray, n_frames: int, config: SessionConfig | None = None,
@@ -200,20 +220,15 @@ def stream_motion(student: MotionStudent, mel: np.ndarray, n_frames: int, config
     return mo[:n_frames]
 
 
-def load_session_models(student_dir: Path | None = None, teachers_dir: Path | None = None, tail_forcing: bool = True,
-                        device: str = "cpu"):
-    """(student, corrector or None, schedule or None) from the shipped assets (or the given folders)."""
-    import json
-
+def load_session_models(student_dir: Path | None = None, teachers_dir: Path | None = None, tail_forcing: bool = False,
+                        device: str = "cpu") -> SessionModels:
+    """The student, the corrector (loaded only with `tail_forcing`) and the schedule, from the shipped
+    assets (or the given folders)."""
     from engine import paths
     from engine.models.loading import load_student, load_teacher
 
     sdir = Path(student_dir or paths.student_dir())
     student = load_student(sdir, device)
     corrector = load_teacher(Path(teachers_dir or paths.teachers_dir()) / "generalist", device) if tail_forcing else None
-    schedule = None
     cal = sdir / "calibration.json"
-    if cal.exists():
-        data = json.loads(cal.read_text("utf-8"))
-        schedule = GuidanceSchedule({g: [float(w) for w in ws] for g, ws in data["schedule"].items()})
-    return student, corrector, schedule
+    return SessionModels(student, corrector, GuidanceSchedule.load(cal) if cal.exists() else None)

@@ -31,9 +31,11 @@ from engine.models.sampling import (
     Guidance,
     GuidanceSchedule,
     SampleConfig,
+    audio_embedding,
     conditions_for,
     generate,
     group_dims,
+    step_grid,
 )
 from engine.train.config import CalibrateConfig
 
@@ -68,21 +70,15 @@ def candidates() -> dict[str, GuidanceSchedule]:
 def effect_table(teacher, clips, g: float, steps: int, seed: int) -> dict[str, list[float]]:
     """Per group and step: mean |(g - 1)(v(a) - v(-))| / mean |v(a)| along full-guidance trajectories."""
     dims = group_dims(M.MOTION_NAMES)
-    enc = teacher.audio_encoder
-    past, la = enc.context()
     acc = {k: np.zeros(steps) for k in GROUPS}
     gen = torch.Generator().manual_seed(seed)
     for clip in clips:
         T = min(int(teacher.config.window), clip.frames)
-        mpf = enc.config.mels_per_frame
-        mel = np.full(((past + T + la) * mpf, clip.mel.shape[1]), -13.8, np.float32)
-        seg = clip.mel[: (T + la) * mpf]
-        mel[past * mpf: past * mpf + len(seg)] = seg
-        emb = enc(torch.from_numpy(mel)[None])
+        emb = audio_embedding(teacher, clip.mel.astype(np.float32), T)
         c = conditions_for(teacher, emb, None, styles.scenario_prompt(clip.info.get("scenario", "speech")))
         cu = c.replace(drop_audio=torch.ones_like(c.drop_audio))
         x = torch.randn(1, T, teacher.config.motion_dim, generator=gen)
-        grid = [1.0 - i / steps for i in range(steps)] + [0.0]
+        grid = step_grid(steps) + [0.0]
         for i, (s, s_next) in enumerate(zip(grid[:-1], grid[1:])):
             st = torch.full((1,), s)
             vc, vu = teacher(x, st, c), teacher(x, st, cu)
@@ -144,14 +140,6 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     (Path(cfg.out) / "calibration.json").write_text(json.dumps(out, indent=1), "utf-8")
     (Path(cfg.out) / "calibration.md").write_text(table(out), "utf-8")
     return out
-
-
-def load_schedule(path: Path | None) -> GuidanceSchedule | None:
-    """The schedule of a calibration.json (None: none given)."""
-    if path is None:
-        return None
-    data = json.loads(Path(path).read_text("utf-8"))
-    return GuidanceSchedule({g: [float(w) for w in data["schedule"][g]] for g in GROUPS})
 
 
 def table(res: dict) -> str:

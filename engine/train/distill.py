@@ -41,11 +41,10 @@ from engine.data.corpus import SCENARIOS
 from engine.data.dataset import WindowConfig
 from engine.models.conditions import Conditions
 from engine.models.loading import load_student, load_teacher
-from engine.models.sampling import GuidanceSchedule, tail_correct, weighted_guidance
-from engine.models.student import MotionStudent, step_grid
+from engine.models.sampling import GuidanceSchedule, step_grid, tail_correct, weighted_guidance
+from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
 from engine.train import loop
-from engine.train.calibrate import load_schedule
 from engine.train.config import DistillConfig
 from engine.train.teachers import SOUND, WindowSampler, flow_loss, make_conditions
 
@@ -96,27 +95,13 @@ class TeacherPool:
             if audio_cache is not None:
                 audio_cache[name] = audio
             ci = _select(c, idx).replace(audio=audio)
-            w = None if schedule is None else _per_sample_weights(schedule, s[idx])
-            out[idx] = weighted_guidance(t, x[idx], s[idx], ci, g[idx], None) if w is None else \
-                _guided_per_sample(t, x[idx], s[idx], ci, g[idx], w)
+            w = None if schedule is None else schedule.per_dim(s[idx], M.MOTION_NAMES)  # [b, M]
+            out[idx] = weighted_guidance(t, x[idx], s[idx], ci, g[idx], w)
         return out
 
 
 def _select(c: Conditions, idx: torch.Tensor) -> Conditions:
     return Conditions(**{k: v[idx] for k, v in c.__dict__.items()})
-
-
-def _per_sample_weights(schedule: GuidanceSchedule, s: torch.Tensor) -> torch.Tensor:
-    return torch.stack([schedule.per_dim(float(v), M.MOTION_NAMES) for v in s.tolist()]).to(s.device)  # [B, M]
-
-
-def _guided_per_sample(t, x, s, c, g, w):
-    """weighted_guidance with per-sample weights w [B, M]."""
-    B = x.shape[0]
-    cat = Conditions(**{k: torch.cat([getattr(c, k), getattr(c, k)]) for k in c.__dict__})
-    cat.drop_audio = torch.cat([c.drop_audio, torch.ones_like(c.drop_audio)])
-    vc, vu = t(x.repeat(2, 1, 1), s.repeat(2), cat).split(B)
-    return vc + ((g - 1.0)[:, None, None] * w[:, None, :]) * (vc - vu)
 
 
 @torch.no_grad()
@@ -169,17 +154,13 @@ def rollout(student: MotionStudent, c: Conditions, g: torch.Tensor, steps: int, 
     k = student.config.chunk
     tokens = student.frame_tokens(c)
     cache = student.new_cache(c)
-    grid = step_grid(steps) + [0.0]
     out = torch.zeros(B, T, Mdim, device=dev)
     last_x, last_s = torch.zeros_like(out), torch.zeros(B, T, device=dev)
     tail = torch.zeros(B, T, dtype=torch.bool, device=dev)
     for a in range(0, T, k):
         b = min(a + k, T)
-        x = torch.randn(B, b - a, Mdim, generator=gen, device=dev)
-        for s, s_next in zip(grid[:-1], grid[1:]):
-            last_x[:, a:b], last_s[:, a:b] = x, s
-            v = student.denoise(x, torch.full((B,), s, device=dev), tokens[:, a:b], g, cache)
-            x = x + (s_next - s) * v
+        noise = torch.randn(B, b - a, Mdim, generator=gen, device=dev)
+        x, last_x[:, a:b], last_s[:, a:b] = student.sample_chunk(tokens[:, a:b], cache, steps, g, noise)
         if corrector is not None and a > 0:
             x = correct_tail(corrector, out[:, :a], x, c, corrector_audio, a, g, schedule, cfg, gen,
                              student.config.sink_frames)
@@ -197,16 +178,14 @@ def tail_window(a: int, sink: int, context: int) -> list[int]:
 
 def correct_tail(corrector: MotionTeacher, past: torch.Tensor, chunk: torch.Tensor, c: Conditions, audio: torch.Tensor,
                  a: int, g: torch.Tensor, schedule, cfg: DistillConfig, gen, sink: int) -> torch.Tensor:
-    """The chunk with its tail frame replaced by the corrector's (training side of tail forcing)."""
+    """The chunk with its tail frame replaced by the corrector's (training side of tail forcing; the session
+    builds the same window from its history)."""
     n = chunk.shape[1]
     known_idx = tail_window(a, sink, cfg.tail_context)
     idx = torch.tensor(known_idx + list(range(a, a + n)), device=chunk.device)
     ct = c.replace(audio=audio[:, idx], **{f: getattr(c, f)[:, idx] for f in PER_FRAME})
-    fixed = tail_correct(corrector, past[:, known_idx], chunk, ct, g, schedule, cfg.tail_noise, cfg.tail_steps, gen,
-                         M.MOTION_NAMES)
-    chunk = chunk.clone()
-    chunk[:, -1] = fixed[:, -1]
-    return chunk
+    return tail_correct(corrector, past[:, known_idx], chunk, ct, g, schedule, cfg.tail_noise, cfg.tail_steps, gen,
+                        M.MOTION_NAMES)
 
 
 def dmd_loss(student: MotionStudent, critic: MotionTeacher, pool: TeacherPool, batch: dict, c: Conditions,
@@ -268,7 +247,7 @@ def train(cfg: DistillConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     pool = TeacherPool(Path(cfg.teachers or paths.teachers_dir()), cfg.routing, rt.device)
-    schedule = load_schedule(cfg.calibration)
+    schedule = GuidanceSchedule.load(cfg.calibration) if cfg.calibration is not None else None
     student = load_student(cfg.init).train() if cfg.init is not None else new_student(pool.generalist, cfg)
     student.to(rt.device)
     T = int(student.config.train_frames)
@@ -304,9 +283,7 @@ def train(cfg: DistillConfig) -> Path:
         task = progress.add_task("train", total=cfg.steps, completed=step, info="")
         while step < cfg.steps:
             student.train()
-            rng = np.random.default_rng([cfg.seed, step, rt.rank])
-            gen = torch.Generator(device=rt.device).manual_seed(int(rng.integers(2**62)))
-            torch.manual_seed(int(rng.integers(2**62)))
+            rng, gen = loop.step_randomness(cfg.seed, step, rt.rank, rt.device)
             batch = {k: v.to(rt.device) for k, v in sampler.draw(cfg.batch, rng).items()}
             if cfg.gain_db > 0:
                 B = batch["mel"].shape[0]

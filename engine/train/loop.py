@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -137,3 +138,13 @@ def save_final(out: Path, model, cfg, step: int, history: list, started: float, 
                                                 "seconds": round(time.time() - started, 1)}, indent=1), "utf-8")
     log.info("%s saved to %s", what, final)
     return final
+
+
+def step_randomness(seed: int, step: int, rank: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
+    """All randomness of a training step as a function of (seed, step, rank): a numpy generator (batches),
+    a torch generator (noise, dropout of conditions), and torch's global seed (dropout layers). A resumed
+    run therefore repeats an uninterrupted one exactly."""
+    rng = np.random.default_rng([seed, step, rank])
+    gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
+    torch.manual_seed(int(rng.integers(2**62)))
+    return rng, gen

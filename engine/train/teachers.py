@@ -309,9 +309,7 @@ def train(cfg: TeacherTrainConfig) -> Path:
         task = progress.add_task("train", total=cfg.steps, completed=step, info="")
         while step < cfg.steps:
             model.train()
-            rng = np.random.default_rng([cfg.seed, step, rt.rank])
-            gen = torch.Generator(device=rt.device).manual_seed(int(rng.integers(2**62)))
-            torch.manual_seed(int(rng.integers(2**62)))  # dropout: a function of (seed, step) too
+            rng, gen = loop.step_randomness(cfg.seed, step, rt.rank, rt.device)
             batch = {k: v.to(rt.device) for k, v in sampler.draw(cfg.batch, rng).items()}
             for g in opt.param_groups:
                 g["lr"] = loop.lr_at(step, cfg.steps, cfg.lr, cfg.warmup)

@@ -135,13 +135,13 @@ def test_schedule_weights_follow_steps_and_groups():
 
 
 def test_calibration_writes_a_schedule(corpus, teachers, tmp_path):
-    from engine.train.calibrate import calibrate, load_schedule
+    from engine.train.calibrate import calibrate
 
     res = calibrate(CalibrateConfig(heldout=corpus, out=tmp_path, teacher=teachers / "generalist", clips=1,
                                     scenarios=("speech",)))
     assert res["chosen"] in res["candidates"]
     assert res["candidates"]["none"]["passes_per_step"] == 1.0 and res["candidates"]["full"]["passes_per_step"] == 2.0
     assert set(res["effect"]) == {"mouth", "eyes", "head"} and all(len(v) == 4 for v in res["effect"].values())
-    sched = load_schedule(tmp_path / "calibration.json")
+    sched = GuidanceSchedule.load(tmp_path / "calibration.json")
     assert sched.weights == {g: [float(w) for w in ws] for g, ws in res["schedule"].items()}
     assert "chosen" in (tmp_path / "calibration.md").read_text()
