@@ -22,7 +22,9 @@ from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.sinks.recorder import RecorderError
-from engine.train.config import CalibrateConfig, DistillConfig, TeacherTrainConfig
+from engine.eval.refiner import RefinerEvalConfig
+from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
+from engine.train.refiner_data import RefinerDataConfig
 
 log = logging.getLogger("talkcam")
 
@@ -446,6 +448,53 @@ class TrainStudent:
 
 
 @dataclass
+class DataRefiner:
+    """Training pairs for the decoder refiner from real talking videos: frame i of a clip warped to frame j's
+    fitted motion (the input) and the real frame j (the target); held-out time ranges kept apart."""
+
+    data: Annotated[RefinerDataConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.train.refiner_data import build_pairs
+
+        info = build_pairs(self.data)
+        log.info("Pairs: %s", info["pairs"])
+        return 0
+
+
+@dataclass
+class TrainRefiner:
+    """Train the decoder refiner (mouth interior, teeth, warp seams, sharpness) on pairs from
+    `talkcam data refiner`. Resumes from OUT/checkpoint."""
+
+    train: Annotated[RefinerTrainConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.train.refiner import train
+
+        train(self.train)
+        return 0
+
+
+@dataclass
+class RefinerEval:
+    """Measure the refiner with and without it: held-out pairs (PSNR/SSIM), a held-out real video range
+    (PSNR/SSIM, sharpness, identity, flicker) and portraits driven by real speech."""
+
+    eval: Annotated[RefinerEvalConfig, Flat]
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.refiner import evaluate_refiner
+
+        evaluate_refiner(self.eval)
+        log.info("Report: %s\n%s", self.eval.out / "refiner_eval.md", (self.eval.out / "refiner_eval.md").read_text())
+        return 0
+
+
+@dataclass
 class _Group:
     """A group of commands (run `talkcam GROUP --help`)."""
 
@@ -463,11 +512,13 @@ def _check_size(size: tuple[int, int]) -> None:
 
 
 COMMANDS = {"say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
-GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest}, "Training data: build a TTS corpus, ingest real talking videos."),
+GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "refiner": DataRefiner},
+                  "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
-                     "student": TrainStudent, "compare": Compare},
+                     "student": TrainStudent, "compare": Compare, "refiner": TrainRefiner,
+                     "refiner-eval": RefinerEval},
                     "Training: teachers (generalist and specialists), guidance sweep and calibration, the "
-                    "student (distillation), results table.")}
+                    "student (distillation), results table, the decoder refiner and its evaluation.")}
 
 
 def main(argv: list[str] | None = None) -> int:

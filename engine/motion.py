@@ -61,6 +61,20 @@ def clip(m: np.ndarray) -> np.ndarray:
     return np.clip(m, _LO, _HI).astype(np.float32)
 
 
+def mirror_permutation() -> tuple[np.ndarray, np.ndarray]:
+    """(perm, sign) such that m[..., perm] * sign is the motion of the horizontally mirrored face:
+    left and right dimensions swap; yaw, roll, sideways shift and horizontal gaze change sign."""
+    perm = np.arange(DIM)
+    for i, name in enumerate(MOTION_NAMES):
+        for a, b in (("_L", "_R"), ("_R", "_L")):
+            if name.endswith(a):
+                perm[i] = MOTION_NAMES.index(name[: -len(a)] + b)
+    sign = np.ones(DIM, np.float32)
+    for name in ("headYaw", "headRoll", "headX", "eyeLookX"):
+        sign[MOTION_NAMES.index(name)] = -1.0
+    return perm, sign
+
+
 def normalize(m: np.ndarray) -> np.ndarray:
     """Map each dimension's range to [-1, 1] (for models)."""
     return ((2.0 * (m - _LO) / (_HI - _LO)) - 1.0).astype(np.float32)

@@ -30,6 +30,11 @@ def student_dir() -> Path:
     return assets_dir() / "models" / "student"
 
 
+def refiner_dir() -> Path:
+    """The shipped decoder refiner."""
+    return assets_dir() / "models" / "refiner"
+
+
 def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP))
 

@@ -61,6 +61,8 @@ class EvalConfig:
     """For a student (--source model with a student folder): correct each chunk's tail frame."""
     max_seconds: float = 0.0
     """Evaluate only the first seconds of --audio (0 = all)."""
+    refiner: bool = True
+    """Refine the rendered frames with the decoder refiner (--no-refiner: the renderer's own output)."""
 
 
 @dataclass
@@ -88,7 +90,7 @@ class Evaluator:
         return frame_avatar(avatar, self.config.size)
 
     def render(self, framed: FramedAvatar, motion: np.ndarray, batch: int = 16):
-        renderer = AvatarRenderer(framed, RendererConfig(size=self.config.size))
+        renderer = AvatarRenderer(framed, RendererConfig(size=self.config.size, refiner=self.config.refiner))
         for i in range(0, len(motion), batch):
             yield from renderer.render(motion[i:i + batch])
 

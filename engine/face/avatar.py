@@ -163,16 +163,16 @@ def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
                   n_faces=int(meta["n_faces"]), warnings=json.loads(meta["warnings"]), from_cache=True)
 
 
-def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42) -> FramedAvatar:
-    """Crop the portrait around the face to the output aspect and resize to `size` (w, h).
+def framing(landmarks: np.ndarray, image_hw: tuple[int, int], size: tuple[int, int] = (512, 512),
+            face_fraction: float = 0.42) -> tuple[int, int, int, int]:
+    """The crop (x0, y0, width, height) of an image that frames its face for output `size` (w, h).
 
     The face (forehead to chin) takes `face_fraction` of the frame height where the image allows;
     otherwise the largest crop that fits is used (the face then appears larger).
     """
     out_w, out_h = size
-    img, lm = avatar.image, avatar.landmarks
-    ih, iw = img.shape[:2]
-    oval = lm[list(T.FACE_OVAL), :2]
+    ih, iw = image_hw
+    oval = landmarks[list(T.FACE_OVAL), :2]
     face_h = float(oval[:, 1].max() - oval[:, 1].min())
     cx = float(oval[:, 0].mean())
     cy = float(oval[:, 1].min() + oval[:, 1].max()) / 2
@@ -183,11 +183,29 @@ def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fracti
     x0 = int(round(np.clip(cx - crop_w / 2, 0, iw - crop_w)))
     y0 = int(round(np.clip(cy - 0.48 * crop_h, 0, ih - crop_h)))
     cw, ch = max(1, min(iw - x0, int(round(crop_w)))), max(1, min(ih - y0, int(round(crop_h))))
+    return x0, y0, cw, ch
+
+
+def apply_framing(image: np.ndarray, landmarks: np.ndarray | None, crop: tuple[int, int, int, int],
+                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Crop `image` to `crop` and resize it to `size` (w, h); map `landmarks` the same way."""
+    out_w, out_h = size
+    x0, y0, cw, ch = crop
     sx, sy = out_w / cw, out_h / ch
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_CUBIC
-    frame = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (out_w, out_h), interpolation=interp)
-    out_lm = lm.copy()
-    out_lm[:, 0] = (lm[:, 0] - x0) * sx
-    out_lm[:, 1] = (lm[:, 1] - y0) * sy
-    out_lm[:, 2] = lm[:, 2] * sx
-    return FramedAvatar(frame=np.ascontiguousarray(frame), landmarks=out_lm.astype(np.float32), avatar=avatar)
+    frame = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (out_w, out_h), interpolation=interp)
+    out_lm = None
+    if landmarks is not None:
+        out_lm = landmarks.copy()
+        out_lm[:, 0] = (landmarks[:, 0] - x0) * sx
+        out_lm[:, 1] = (landmarks[:, 1] - y0) * sy
+        out_lm[:, 2] = landmarks[:, 2] * sx
+        out_lm = out_lm.astype(np.float32)
+    return np.ascontiguousarray(frame), out_lm
+
+
+def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42) -> FramedAvatar:
+    """Crop the portrait around the face to the output aspect and resize to `size` (w, h) (see `framing`)."""
+    crop = framing(avatar.landmarks, avatar.image.shape[:2], size, face_fraction)
+    frame, lm = apply_framing(avatar.image, avatar.landmarks, crop, size)
+    return FramedAvatar(frame=frame, landmarks=lm, avatar=avatar)

@@ -20,6 +20,7 @@ Per frame, `Renderer` (a pure nn.Module of tensors in, tensors out; exportable t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,6 +51,11 @@ class RendererConfig:
     mouth_interior: bool = True
     """Paint cavity and teeth where the mouth opens wider than in the portrait, and eyelid skin
     where closing lids cover the eyes (off: the plain warp, for comparison)."""
+    refiner: bool = True
+    """Repair the mouth region with the decoder refiner (`engine.render.refiner`); --no-refiner shows the
+    renderer's own output, for comparison."""
+    refiner_model: Path | None = None
+    """Refiner folder (default: the shipped one, assets/models/refiner)."""
 
 
 class Renderer(nn.Module):
@@ -400,7 +406,7 @@ def _feature_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 class AvatarRenderer:
-    """Convenience: one rig + the renderer module -> full uint8 frames with paste-back."""
+    """Convenience: one rig + the renderer module (+ the refiner) -> full uint8 frames with paste-back."""
 
     def __init__(self, framed: FramedAvatar, config: RendererConfig | None = None,
                  device: str | torch.device = "cpu") -> None:
@@ -409,19 +415,29 @@ class AvatarRenderer:
         self.module = Renderer(self.config).to(device).eval()
         self.inputs = self.rig.tensors(device)
         self.device = device
+        self.refiner = None
+        if self.config.refiner:
+            from engine import paths
+            from engine.render.refiner import FrameRefiner, load_refiner
+
+            net = load_refiner(self.config.refiner_model or paths.refiner_dir(), device)
+            self.refiner = FrameRefiner(net, self.rig.frame, framed.landmarks, self.rig.basis, device=device)
 
     @torch.inference_mode()
     def render_region(self, motion: np.ndarray) -> torch.Tensor:
         m = torch.as_tensor(np.atleast_2d(motion), dtype=torch.float32, device=self.device)
         return self.module(**self.inputs, motion=m)
 
-    def render(self, motion: np.ndarray) -> np.ndarray:
-        """motion [DIM] or [B, DIM] -> frames [B, H, W, 3] uint8."""
+    def render(self, motion: np.ndarray, refine: bool = True) -> np.ndarray:
+        """motion [DIM] or [B, DIM] -> frames [B, H, W, 3] uint8 (refined unless `refine` is False or the
+        renderer has no refiner)."""
         region = self.render_region(motion)
         region_u8 = (region.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         x0, y0, x1, y1 = self.rig.box
         frames = np.repeat(self.rig.frame[None], len(region_u8), axis=0)
         frames[:, y0:y1, x0:x1] = region_u8
+        if refine and self.refiner is not None:
+            self.refiner.refine(frames, np.atleast_2d(motion))
         return frames
 
     def landmarks(self, motion: np.ndarray) -> np.ndarray:

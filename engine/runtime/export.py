@@ -28,3 +28,34 @@ def export_renderer(renderer: AvatarRenderer, path: Path, batch: int = 1) -> Pat
     program.save(str(path))
     log.info("Renderer exported to %s", path)
     return path
+
+
+REFINER_INPUTS = ("rendered", "reference", "mask", "motion")
+
+
+def export_refiner(net, path: Path) -> Path:
+    """Write the refiner network as one ONNX file: inputs rendered/reference [B, 3, S, S], mask [B, 1, S, S],
+    motion [B, DIM] at the network's work side S (FrameRefiner resamples other crops to it); output the
+    correction delta [B, 3, S, S]. The batch is dynamic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = net.config.work
+    args = (torch.zeros(1, 3, w, w), torch.zeros(1, 3, w, w), torch.zeros(1, 1, w, w),
+            torch.zeros(1, net.config.motion_dim))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    shapes = {name: {0: batch} for name in REFINER_INPUTS}
+    program = torch.onnx.export(net.eval(), args, input_names=list(REFINER_INPUTS), output_names=["delta"],
+                                dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+    program.save(str(path))
+    log.info("Refiner exported to %s", path)
+    return path
+
+
+def refiner_session(path: Path, threads: int = 0):
+    """An onnxruntime CPU session for an exported refiner."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

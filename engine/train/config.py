@@ -169,3 +169,37 @@ class CalibrateConfig:
     that full guidance brings (or when its effect on the prediction is at least this share of the
     largest cell's)."""
     seed: int = 0
+
+
+@dataclass
+class RefinerTrainConfig:
+    """Train the decoder refiner on pairs from `talkcam data refiner` (self-reconstruction of real video)."""
+
+    data: Path
+    """Folder written by `talkcam data refiner` (train.safetensors, heldout.safetensors)."""
+    out: Path
+    """Run folder: checkpoint/ (resumable), model/ (final), train.json, log."""
+    channels: tuple[int, int, int] = (24, 48, 96)
+    """U-Net widths at 1/2, 1/4 and 1/8 of the crop resolution."""
+    bottleneck_blocks: int = 2
+    steps: int = 3000
+    batch: int = 16
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    ssim_weight: float = 0.5
+    """Weight of the structural term (1 - SSIM)."""
+    grad_weight: float = 1.0
+    """Weight of the image-gradient term (edges: lip lines, teeth gaps)."""
+    hf_weight: float = 0.5
+    """Weight of the high-frequency (Laplacian) term that keeps the mouth sharp."""
+    mouth_weight: float = 3.0
+    """Extra weight of the pixel losses inside and around the mouth opening."""
+    augment: bool = True
+    """Random colour transforms, blur (soft portraits), mirror (with the motion mirrored) and crop shifts."""
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    threads: int = 0
+    """CPU threads (0 = torch's default)."""
+    device: str = "auto"
+    seed: int = 0

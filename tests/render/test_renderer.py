@@ -10,7 +10,7 @@ from tests.conftest import eye_gap, mouth_gap
 @pytest.fixture(scope="module")
 def renderer(framed):
     torch.set_num_threads(2)
-    return AvatarRenderer(framed)
+    return AvatarRenderer(framed, RendererConfig(refiner=False))
 
 
 def _psnr(a, b):
@@ -64,8 +64,8 @@ def test_head_yaw_moves_the_face_the_documented_way(renderer, landmarker):
 
 
 def test_mouth_interior_is_painted_only_where_the_mouth_opened(framed):
-    on = AvatarRenderer(framed, RendererConfig(mouth_interior=True))
-    off = AvatarRenderer(framed, RendererConfig(mouth_interior=False))
+    on = AvatarRenderer(framed, RendererConfig(mouth_interior=True, refiner=False))
+    off = AvatarRenderer(framed, RendererConfig(mouth_interior=False, refiner=False))
     m = _motion(jawOpen=0.8)
     a, b = on.render(m)[0].astype(int), off.render(m)[0].astype(int)
     changed = np.abs(a - b).max(-1) > 30
@@ -104,7 +104,7 @@ def test_other_output_sizes(framed, size):
     from engine.face import frame_avatar
 
     f = frame_avatar(framed.avatar, size)
-    r = AvatarRenderer(f, RendererConfig(size=size))
+    r = AvatarRenderer(f, RendererConfig(size=size, refiner=False))
     out = r.render(_motion(jawOpen=0.5))[0]
     assert out.shape == (size[1], size[0], 3)
     assert _psnr(r.render(M.zeros())[0], f.frame) > 45

@@ -1,0 +1,238 @@
+"""Decoder refiner: a small pixel-space network that repairs what the warp cannot make.
+
+The renderer only moves the portrait's pixels, so an open mouth gets a painted cavity and teeth,
+and stretched skin (the chin under an opening jaw, the lip line) blurs. The refiner looks at a
+square crop around the mouth, where those defects are, and predicts a correction:
+
+    refined = rendered + window * delta(rendered, reference, mouth mask, motion)
+
+- `rendered`: the renderer's output in the crop;
+- `reference`: the portrait's own (unwarped) pixels at the same place: its colours, teeth if it
+  shows any, skin texture and sharpness, so the output is anchored to the portrait every frame
+  and cannot accumulate drift;
+- `mouth mask`: the inner-lip opening at the current motion (where new pixels are needed);
+- `motion`: the motion vector (mouth shape), injected by FiLM in the bottleneck;
+- `window`: a fixed feather that is 0 at the crop border, so the crop blends in without a seam.
+
+The network (`RefinerNet`) is a compact residual U-Net: pixel-unshuffle to half resolution, two
+stride-2 levels, FiLM in the bottleneck, pixel-shuffle back. Its last layer starts at zero, so an
+untrained refiner is exactly the identity. It is a pure nn.Module (tensors in, tensors out), exported
+to ONNX with the renderer (`engine.runtime.export`).
+
+`FrameRefiner` applies it to full frames: it places the crop per frame (centred on the mouth at that
+frame's motion, fixed size per portrait), rasterises the mouth mask and pastes the result back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from engine import motion as M
+from engine.face import topology as T
+
+IN_CHANNELS = 7  # rendered RGB, reference RGB, mouth mask
+
+
+@dataclass
+class CropConfig:
+    """Where the refiner works, relative to the portrait's face."""
+
+    scale: float = 0.6
+    """Crop side relative to the face height (forehead to chin): 0.6 covers lips, teeth and chin."""
+    feather: float = 0.18
+    """Share of the crop side over which the correction fades to zero at the border."""
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class RefinerNet(ModelMixin, ConfigMixin):
+    """Residual U-Net on the mouth crop. Input sides must be multiples of 8."""
+
+    @register_to_config
+    def __init__(self, motion_dim: int = M.DIM, channels: tuple[int, int, int] = (24, 48, 96),
+                 bottleneck_blocks: int = 2, motion_hidden: int = 64, crop_scale: float = 0.6,
+                 feather: float = 0.18, work: int = 128) -> None:
+        super().__init__()
+        # crop_scale, feather, work: the crop geometry the network was trained on (CropConfig) and the side
+        # (pixels, a multiple of 8) it runs at; FrameRefiner resamples other crop sides to it
+        c1, c2, c3 = channels
+        self.stem = nn.Conv2d(IN_CHANNELS * 4, c1, 3, padding=1)  # after pixel-unshuffle(2)
+        self.enc1 = ResBlock(c1)
+        self.down1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.enc2 = ResBlock(c2)
+        self.down2 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
+        self.mid = nn.ModuleList(ResBlock(c3) for _ in range(bottleneck_blocks))
+        self.film = nn.Sequential(nn.Linear(motion_dim, motion_hidden), nn.SiLU(),
+                                  nn.Linear(motion_hidden, 2 * c3 * bottleneck_blocks))
+        self.up2 = nn.Conv2d(c3, c2, 1)
+        self.dec2 = ResBlock(c2)
+        self.up1 = nn.Conv2d(c2, c1, 1)
+        self.dec1 = ResBlock(c1)
+        self.head = nn.Conv2d(c1, 3 * 4, 3, padding=1)  # before pixel-shuffle(2)
+        nn.init.zeros_(self.film[-1].weight)
+        nn.init.zeros_(self.film[-1].bias)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+                motion: torch.Tensor) -> torch.Tensor:
+        """rendered, reference [B, 3, H, W] in 0..1, mask [B, 1, H, W], motion [B, DIM] -> delta [B, 3, H, W]."""
+        x = torch.cat([rendered * 2.0 - 1.0, reference * 2.0 - 1.0, mask], dim=1)  # [B, 7, H, W]
+        x = F.pixel_unshuffle(x, 2)  # [B, 28, H/2, W/2]
+        e1 = self.enc1(self.stem(x))  # [B, c1, H/2, W/2]
+        e2 = self.enc2(self.down1(F.silu(e1)))  # [B, c2, H/4, W/4]
+        h = self.down2(F.silu(e2))  # [B, c3, H/8, W/8]
+        film = self.film(motion).view(motion.shape[0], len(self.mid), 2, -1, 1, 1)
+        for i, block in enumerate(self.mid):
+            h = block(h * (1.0 + film[:, i, 0]) + film[:, i, 1])
+        h = F.interpolate(self.up2(h), scale_factor=2.0, mode="bilinear", align_corners=False) + e2
+        h = self.dec2(h)
+        h = F.interpolate(self.up1(h), scale_factor=2.0, mode="bilinear", align_corners=False) + e1
+        h = self.dec1(h)
+        return F.pixel_shuffle(self.head(F.silu(h)), 2)  # [B, 3, H, W]
+
+
+def feather_window(h: int, w: int, feather: float) -> torch.Tensor:
+    """[1, 1, H, W]: 1 inside, a raised-cosine ramp to 0 at the border over `feather` of each side."""
+    def ramp(n: int) -> torch.Tensor:
+        k = max(1, int(round(feather * n)))
+        t = torch.ones(n)
+        edge = 0.5 - 0.5 * torch.cos(torch.linspace(0.0, math.pi, k + 2)[1:-1])
+        t[:k] = edge
+        t[n - k:] = edge.flip(0)
+        return t
+
+    return (ramp(h)[:, None] * ramp(w)[None, :])[None, None]
+
+
+def apply_refiner(net: RefinerNet, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+                  motion: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """The refined crop, clamped to 0..1 ([B, 3, H, W])."""
+    return (rendered + window * net(rendered, reference, mask, motion)).clamp(0.0, 1.0)
+
+
+class CropGeometry:
+    """Per portrait: the crop side, and per frame the crop's corner (centred on the mouth)."""
+
+    def __init__(self, landmarks: np.ndarray, basis: M.MotionBasis, frame_hw: tuple[int, int],
+                 config: CropConfig | None = None) -> None:
+        self.config = config or CropConfig()
+        oval = landmarks[list(T.FACE_OVAL), :2]
+        face_h = float(np.ptp(oval[:, 1]))
+        side = int(round(self.config.scale * face_h))
+        fh, fw = frame_hw
+        self.side = max(16, min(side, fh, fw))
+        self.frame_hw = frame_hw
+        self.poly_idx = list(T.inner_mouth_polygon())
+        self.lip_idx = list(T.LIPS_OUTER_UPPER + T.LIPS_OUTER_LOWER)
+        self.poly_ref = basis.reference[self.poly_idx, :2]
+        self.poly_basis = basis.basis[self.poly_idx, :2, :]  # [P, 2, DIM]
+        self.lip_ref = basis.reference[self.lip_idx, :2]
+        self.lip_basis = basis.basis[self.lip_idx, :2, :]
+
+    def mouth(self, motion: np.ndarray) -> np.ndarray:
+        """Inner-lip polygon [P, 2] (frame pixels) at `motion` [DIM]."""
+        return self.poly_ref + self.poly_basis @ motion
+
+    def corner(self, motion: np.ndarray) -> tuple[int, int]:
+        """Top-left (x, y) of the crop for this motion: centred on the lips, kept inside the frame."""
+        lips = self.lip_ref + self.lip_basis @ motion
+        cx, cy = lips.mean(0)
+        fh, fw = self.frame_hw
+        x0 = int(np.clip(round(cx - self.side / 2), 0, fw - self.side))
+        y0 = int(np.clip(round(cy - self.side / 2), 0, fh - self.side))
+        return x0, y0
+
+    def mask(self, motion: np.ndarray, corner: tuple[int, int], side: int | None = None) -> np.ndarray:
+        """[side, side] float32 0..1: the mouth opening at `motion`, anti-aliased, in crop pixels."""
+        import cv2
+
+        side = side or self.side
+        poly = self.mouth(motion) - np.asarray(corner, np.float32)
+        out = np.zeros((side, side), np.uint8)
+        shift = 4
+        pts = np.round(poly * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(out, [pts], 255, lineType=cv2.LINE_AA, shift=shift)
+        return out.astype(np.float32) / 255.0
+
+
+class FrameRefiner:
+    """Applies a RefinerNet to full frames of one portrait (the renderer's output).
+
+    The network always runs at its `work` side (fixed cost at any output size); a crop of another side
+    is resampled to it, and only the correction is resampled back, so untouched detail keeps the
+    output's full resolution.
+    """
+
+    def __init__(self, net: RefinerNet, portrait: np.ndarray, landmarks: np.ndarray, basis: M.MotionBasis,
+                 device: str | torch.device = "cpu") -> None:
+        self.net = net.to(device).eval()
+        crop = CropConfig(scale=net.config.crop_scale, feather=net.config.feather)
+        self.device = device
+        self.portrait = portrait  # [H, W, 3] uint8, the framed portrait (motion 0)
+        self.geometry = CropGeometry(landmarks, basis, portrait.shape[:2], crop)
+        s, w = self.geometry.side, net.config.work
+        self.work = w
+        self.window = feather_window(s, s, crop.feather).to(device)
+
+    def crops(self, frames: np.ndarray, motion: np.ndarray):
+        """The network's inputs for frames [B, H, W, 3] uint8 rendered at motion [B, DIM]: corners, and the
+        rendered crops [B, 3, S, S], reference crops, mouth masks [B, 1, S, S] at the crop side S."""
+        s = self.geometry.side
+        corners = [self.geometry.corner(m) for m in motion]
+        rendered = np.stack([f[y:y + s, x:x + s] for f, (x, y) in zip(frames, corners)])
+        reference = np.stack([self.portrait[y:y + s, x:x + s] for x, y in corners])
+        masks = np.stack([self.geometry.mask(m, c) for m, c in zip(motion, corners)])
+        to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div(255.0).to(self.device)  # noqa: E731
+        mask_t = torch.from_numpy(masks)[:, None].to(self.device)
+        return corners, to_t(rendered), to_t(reference), mask_t
+
+    @torch.inference_mode()
+    def correct(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+                motion: torch.Tensor) -> torch.Tensor:
+        """Refined crops [B, 3, S, S] (0..1) for crops at the geometry's side S."""
+        s, w = rendered.shape[-1], self.work
+        if s == w:
+            return apply_refiner(self.net, rendered, reference, mask, motion, self.window)
+        down = lambda t: F.interpolate(t, size=(w, w), mode="area" if s > w else "bilinear")  # noqa: E731
+        delta = self.net(down(rendered), down(reference), down(mask), motion)
+        delta = F.interpolate(delta, size=(s, s), mode="bilinear", align_corners=False)
+        return (rendered + self.window * delta).clamp(0.0, 1.0)
+
+    def refine(self, frames: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        """frames [B, H, W, 3] uint8 (modified in place and returned), motion [B, DIM]."""
+        motion = np.atleast_2d(np.asarray(motion, np.float32))
+        corners, rendered, reference, mask = self.crops(frames, motion)
+        out = self.correct(rendered, reference, mask, torch.from_numpy(motion).to(self.device))
+        out_u8 = (out * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        s = self.geometry.side
+        for f, (x, y), crop in zip(frames, corners, out_u8):
+            f[y:y + s, x:x + s] = crop
+        return frames
+
+
+def load_refiner(folder, device: str = "cpu") -> RefinerNet:
+    """A trained refiner from its folder (config.json + safetensors)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a refiner folder (no config.json): give assets/models/refiner "
+                                "or a run's model/ folder (talkcam train refiner)")
+    return RefinerNet.from_pretrained(str(folder), low_cpu_mem_usage=False).float().to(device).eval()
