@@ -17,12 +17,12 @@ from engine.data.animator import AnimatorConfig
 from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
 from engine.eval.evaluate import EvalConfig
+from engine.eval.refiner import RefinerEvalConfig
 from engine.face.image import PortraitError
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.sinks.recorder import RecorderError
-from engine.eval.refiner import RefinerEvalConfig
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
 
@@ -179,8 +179,9 @@ class Voices:
 class Bench:
     """Measure speed; prints one JSON line (fps, real-time factor, latency p50/p95 per stage).
 
-    --stage renderer: the renderer alone; student: the streaming student session (audio in 40 ms pieces ->
-    motion); pipeline: session + renderer per chunk, one after the other (the live path's work per frame)."""
+    --stage renderer: the renderer (+ refiner unless --no-refiner); refiner: the refiner alone per backend (torch,
+    onnxruntime); student: the streaming student session (audio in 40 ms pieces -> motion); pipeline: session +
+    renderer + refiner per chunk, one after the other (the live path's work per frame)."""
 
     stage: str = "pipeline"
     portrait: Path | None = None
@@ -194,20 +195,22 @@ class Bench:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.bench import bench_renderer, bench_stream, environment
+        from engine.eval.bench import bench_refiner, bench_renderer, bench_stream, environment
 
         _check_size(self.render.size)
         portrait = self.portrait or paths.default_portrait()
         if self.stage == "renderer":
             r = bench_renderer(portrait, self.render, frames=self.frames, cache_dir=self.common.avatar_cache())
-            out = {"stage": "renderer", **dataclasses.asdict(r), "refiner": False, **environment(),
-                   "stages_ms": {"renderer": {"p50": r.latency_ms_p50, "p95": r.latency_ms_p95}}}
+            out = {"stage": "renderer", **dataclasses.asdict(r), **environment()}
+        elif self.stage == "refiner":
+            out = {"stage": "refiner", **bench_refiner(portrait, self.render, frames=self.frames,
+                                                        cache_dir=self.common.avatar_cache()), **environment()}
         elif self.stage in ("student", "pipeline"):
             r = bench_stream(portrait, self.render if self.stage == "pipeline" else None, self.session, self.student,
                              frames=self.frames, cache_dir=self.common.avatar_cache())
-            out = {"stage": self.stage, **dataclasses.asdict(r), "refiner": False, **environment()}
+            out = {"stage": self.stage, **dataclasses.asdict(r), **environment()}
         else:
-            raise ValueError(f"--stage is renderer, student or pipeline, got {self.stage!r}")
+            raise ValueError(f"--stage is renderer, refiner, student or pipeline, got {self.stage!r}")
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
 

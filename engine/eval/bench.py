@@ -1,7 +1,8 @@
-"""Benchmarks that print JSON. Stage: the renderer (portrait + motion -> frame) at a given size."""
+"""Benchmarks that print JSON: the renderer (+ refiner), the refiner per backend, the student, the live path."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import platform
@@ -30,6 +31,9 @@ class RendererBench:
     latency_ms_p95: float
     size: list[int]
     frames: int
+    refiner: bool = False
+    refiner_backend: str | None = None
+    stages_ms: dict = dataclasses.field(default_factory=dict)
 
 
 def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fps: int = 25,
@@ -43,16 +47,69 @@ def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fp
     for i in range(warmup):
         renderer.render(motion[i % n_motion])
     gc.collect()
-    times = np.empty(frames)
+    times, refine = np.empty(frames), np.zeros(frames)
     for i in range(frames):
+        m = motion[i % n_motion][None]
         t0 = time.perf_counter()
-        renderer.render(motion[i % n_motion])
-        times[i] = time.perf_counter() - t0
+        out = renderer.render(m, refine=False)
+        t1 = time.perf_counter()
+        if renderer.refiner is not None:
+            renderer.refiner.refine(out, m)
+        t2 = time.perf_counter()
+        times[i], refine[i] = t2 - t0, t2 - t1
     total = float(times.sum())
+    stages = {"renderer": _pct(times - refine)}
+    if renderer.refiner is not None:
+        stages["refiner"] = _pct(refine)
     return RendererBench(fps=frames / total, rtf=total / (frames / fps),
                          latency_ms_p50=float(np.percentile(times, 50) * 1e3),
                          latency_ms_p95=float(np.percentile(times, 95) * 1e3),
-                         size=list(render.size), frames=frames)
+                         size=list(render.size), frames=frames, refiner=renderer.refiner is not None,
+                         refiner_backend=renderer.refiner.backend if renderer.refiner else None, stages_ms=stages)
+
+
+def _pct(times: np.ndarray) -> dict:
+    return {"mean": float(times.mean() * 1e3), "p50": float(np.percentile(times, 50) * 1e3),
+            "p95": float(np.percentile(times, 95) * 1e3)}
+
+
+def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cache_dir: Path | None = None,
+                  warmup: int = 10, backends: tuple[str, ...] = ("torch", "onnxruntime")) -> dict:
+    """The refiner alone, one frame at a time, per backend: crop + network + paste-back (ms per frame)."""
+    import tempfile
+
+    from engine.render.refiner import FrameRefiner
+    from engine.runtime.export import OnnxRefiner, export_refiner
+
+    framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
+    renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
+    utt = EspeakTTS().synthesize(BENCH_TEXT)
+    n_motion = max(1, math.ceil(utt.duration * 25))
+    motion = ProceduralAnimator().animate(utt.phonemes, n_motion, 25, utt.audio, utt.sample_rate)
+    rendered = renderer.render(motion[:50], refine=False)
+    net = renderer.refiner.net
+    out = {"size": list(render.size), "crop_side": renderer.refiner.geometry.side, "work_side": net.config.work,
+           "frames": frames, "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            if backend == "torch":
+                ref = renderer.refiner
+            elif backend == "onnxruntime":
+                onnx = OnnxRefiner(export_refiner(net, Path(tmp) / "refiner.onnx"), net.config,
+                                   threads=torch.get_num_threads())
+                ref = FrameRefiner(onnx, renderer.rig.frame, framed.landmarks, renderer.rig.basis)
+            else:
+                raise ValueError(f"unknown refiner backend {backend!r} (torch, onnxruntime)")
+            for i in range(warmup):
+                ref.refine(rendered[i % 50][None].copy(), motion[i % 50][None])
+            times = np.empty(frames)
+            for i in range(frames):
+                f = rendered[i % 50][None].copy()
+                t0 = time.perf_counter()
+                ref.refine(f, motion[i % 50][None])
+                times[i] = time.perf_counter() - t0
+            out["backends"][backend] = {**_pct(times), "fps": frames / float(times.sum())}
+    return out
 
 
 def environment() -> dict:
@@ -76,6 +133,8 @@ class StreamBench:
     stages_ms_per_frame: dict
     stages_ms: dict
     config: dict
+    refiner: bool = False
+    refiner_backend: str | None = None
 
 
 def bench_stream(portrait: Path, render: RendererConfig | None, session, student_dir: Path | None = None,
@@ -97,7 +156,7 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     piece = SAMPLE_RATE // fps
     need = (frames + warmup_chunks * student.config.chunk + 10) * piece
     audio = np.tile(audio, int(np.ceil(need / len(audio))))[:need]
-    t_sess, t_rend, chunk_times, done = [], [], [], 0
+    t_sess, t_rend, t_refine, chunk_times, done = [], [], [], [], 0
     warm = warmup_chunks * student.config.chunk
     with torch.inference_mode():
         chunks = sess.stream(audio, piece)
@@ -107,18 +166,24 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
             t1 = time.perf_counter()
             if mo is None:
                 break
+            t_ref = 0.0
             if renderer is not None:
-                renderer.render(mo)
+                frames = renderer.render(mo, refine=False)
+                if renderer.refiner is not None:
+                    tr = time.perf_counter()
+                    renderer.refiner.refine(frames, mo)
+                    t_ref = time.perf_counter() - tr
             t2 = time.perf_counter()
             done += len(mo)
             if done > warm:
                 t_sess.append((t1 - t0, len(mo)))
-                t_rend.append(t2 - t1)
+                t_rend.append(t2 - t1 - t_ref)
+                t_refine.append(t_ref)
                 chunk_times.append(t2 - t0)
             if done >= warm + frames:
                 break
     n = sum(k for _, k in t_sess)
-    total = sum(t for t, _ in t_sess) + sum(t_rend)
+    total = sum(t for t, _ in t_sess) + sum(t_rend) + sum(t_refine)
     ct = np.array(chunk_times)
     k = student.config.chunk
     stages = {"student": 1e3 * sum(t for t, _ in t_sess) / n}
@@ -127,9 +192,15 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     if renderer is not None:
         stages["renderer"] = 1e3 * sum(t_rend) / n
         stage_lat["renderer"] = {"p50": float(np.percentile(t_rend, 50) * 1e3), "p95": float(np.percentile(t_rend, 95) * 1e3)}
+        if renderer.refiner is not None:
+            stages["refiner"] = 1e3 * sum(t_refine) / n
+            stage_lat["refiner"] = {"p50": float(np.percentile(t_refine, 50) * 1e3),
+                                    "p95": float(np.percentile(t_refine, 95) * 1e3)}
     return StreamBench(fps=n / total, rtf=total / (n / fps), latency_ms_p50=float(np.percentile(ct, 50) * 1e3),
                        latency_ms_p95=float(np.percentile(ct, 95) * 1e3),
                        algorithmic_latency_ms=1e3 * (k + student.audio_encoder.config.lookahead) / fps, frames=n,
                        stages_ms_per_frame={s: round(v, 3) for s, v in stages.items()}, stages_ms=stage_lat,
                        config={**asdict(session), "chunk": k, "window": student.config.window,
-                               "size": list(render.size) if render is not None else None})
+                               "size": list(render.size) if render is not None else None},
+                       refiner=renderer is not None and renderer.refiner is not None,
+                       refiner_backend=renderer.refiner.backend if renderer is not None and renderer.refiner else None)

@@ -121,7 +121,7 @@ def feather_window(h: int, w: int, feather: float) -> torch.Tensor:
     return (ramp(h)[:, None] * ramp(w)[None, :])[None, None]
 
 
-def apply_refiner(net: RefinerNet, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+def apply_refiner(net, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
                   motion: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """The refined crop, clamped to 0..1 ([B, 3, H, W])."""
     return (rendered + window * net(rendered, reference, mask, motion)).clamp(0.0, 1.0)
@@ -131,11 +131,13 @@ class CropGeometry:
     """Per portrait: the crop side, and per frame the crop's corner (centred on the mouth)."""
 
     def __init__(self, landmarks: np.ndarray, basis: M.MotionBasis, frame_hw: tuple[int, int],
-                 config: CropConfig | None = None) -> None:
+                 config: CropConfig | None = None, work: int | None = None) -> None:
         self.config = config or CropConfig()
         oval = landmarks[list(T.FACE_OVAL), :2]
         face_h = float(np.ptp(oval[:, 1]))
         side = int(round(self.config.scale * face_h))
+        if work and abs(side - work) <= 0.06 * work:
+            side = work  # within 6% of the network's side: crop exactly that (no resampling, no blur)
         fh, fw = frame_hw
         self.side = max(16, min(side, fh, fw))
         self.frame_hw = frame_hw
@@ -182,14 +184,19 @@ class FrameRefiner:
 
     def __init__(self, net: RefinerNet, portrait: np.ndarray, landmarks: np.ndarray, basis: M.MotionBasis,
                  device: str | torch.device = "cpu") -> None:
-        self.net = net.to(device).eval()
+        self.net = net.to(device).eval() if isinstance(net, nn.Module) else net  # or a runtime backend (OnnxRefiner)
         crop = CropConfig(scale=net.config.crop_scale, feather=net.config.feather)
         self.device = device
         self.portrait = portrait  # [H, W, 3] uint8, the framed portrait (motion 0)
-        self.geometry = CropGeometry(landmarks, basis, portrait.shape[:2], crop)
+        self.geometry = CropGeometry(landmarks, basis, portrait.shape[:2], crop, net.config.work)
         s, w = self.geometry.side, net.config.work
         self.work = w
         self.window = feather_window(s, s, crop.feather).to(device)
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: torch, or the runtime backend's name."""
+        return "torch" if isinstance(self.net, nn.Module) else getattr(self.net, "name", type(self.net).__name__)
 
     def crops(self, frames: np.ndarray, motion: np.ndarray):
         """The network's inputs for frames [B, H, W, 3] uint8 rendered at motion [B, DIM]: corners, and the

@@ -56,6 +56,8 @@ class RendererConfig:
     renderer's own output, for comparison."""
     refiner_model: Path | None = None
     """Refiner folder (default: the shipped one, assets/models/refiner)."""
+    refiner_backend: str = "auto"
+    """Run the refiner with torch or onnxruntime (auto: onnxruntime when installed, else torch)."""
 
 
 class Renderer(nn.Module):
@@ -419,9 +421,11 @@ class AvatarRenderer:
         if self.config.refiner:
             from engine import paths
             from engine.render.refiner import FrameRefiner, load_refiner
+            from engine.runtime.backends import refiner_runner
 
             net = load_refiner(self.config.refiner_model or paths.refiner_dir(), device)
-            self.refiner = FrameRefiner(net, self.rig.frame, framed.landmarks, self.rig.basis, device=device)
+            runner = refiner_runner(net, self.config.refiner_backend) if str(device) == "cpu" else net
+            self.refiner = FrameRefiner(runner, self.rig.frame, framed.landmarks, self.rig.basis, device=device)
 
     @torch.inference_mode()
     def render_region(self, motion: np.ndarray) -> torch.Tensor:

@@ -59,3 +59,20 @@ def refiner_session(path: Path, threads: int = 0):
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxRefiner:
+    """The refiner network run by onnxruntime, called like a RefinerNet (torch tensors in and out), so
+    FrameRefiner can use either."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, config, threads: int = 0) -> None:
+        self.session = refiner_session(path, threads)
+        self.config = config
+
+    def __call__(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+                 motion: torch.Tensor) -> torch.Tensor:
+        feed = {"rendered": rendered.cpu().numpy(), "reference": reference.cpu().numpy(), "mask": mask.cpu().numpy(),
+                "motion": motion.cpu().float().numpy()}
+        return torch.from_numpy(self.session.run(None, feed)[0])

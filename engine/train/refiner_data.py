@@ -173,7 +173,7 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
             img_i, lm_i = apply_framing(frames[i], tr.landmarks[i], box, cfg.size)
             renderer = AvatarRenderer(FramedAvatar(frame=img_i, landmarks=lm_i, avatar=avatar), render_cfg)
             basis = renderer.rig.basis
-            cropper = _Cropper(CropGeometry(lm_i, basis, img_i.shape[:2], cfg.crop), cfg.store, cfg.work)
+            cropper = _Cropper(CropGeometry(lm_i, basis, img_i.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
             iod = float(np.linalg.norm(lm_i[468, :2] - lm_i[473, :2]))
             near = idx[(np.abs(idx - i) <= cfg.max_gap * FPS) & (idx != i)]
             targets = rng.choice(near, size=min(cfg.targets_per_ref, len(near)), replace=False)
@@ -210,7 +210,7 @@ def _identity_pairs(portrait: Path, cfg: RefinerDataConfig, landmarker: FaceLand
 
     framed = frame_avatar(prepare_avatar(portrait, landmarker=landmarker), cfg.size)
     renderer = AvatarRenderer(framed, RendererConfig(size=cfg.size, refiner=False))
-    cropper = _Cropper(CropGeometry(framed.landmarks, renderer.rig.basis, framed.frame.shape[:2], cfg.crop), cfg.store, cfg.work)
+    cropper = _Cropper(CropGeometry(framed.landmarks, renderer.rig.basis, framed.frame.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
     m = np.zeros(renderer.rig.flow_basis.shape[0], np.float32)
     img = renderer.render(m)[0]
     c = cropper.corner(m)

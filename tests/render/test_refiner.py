@@ -127,3 +127,24 @@ def test_shipped_refiner_improves_a_held_out_real_sequence(data_dir):
     assert res["psnr_refined"] > res["psnr_raw"] + 0.3
     assert res["ssim_refined"] > res["ssim_raw"]
     assert res["flicker_refined"] < 1.15 * res["flicker_raw"]
+
+
+def test_onnxruntime_backend_matches_torch_on_frames(framed, raw_renderer, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from engine.runtime.backends import refiner_runner
+
+    net = _randomised(seed=5)
+    ort_runner = refiner_runner(net, "onnxruntime", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("refiner-*.onnx"))) == 1
+    a = FrameRefiner(net, raw_renderer.rig.frame, framed.landmarks, raw_renderer.rig.basis)
+    b = FrameRefiner(ort_runner, raw_renderer.rig.frame, framed.landmarks, raw_renderer.rig.basis)
+    assert (a.backend, b.backend) == ("torch", "onnxruntime")
+    m = np.stack([_motion(jawOpen=0.7), _motion(mouthFunnel=0.6, jawOpen=0.3)])
+    frames = raw_renderer.render(m, refine=False)
+    out_a, out_b = a.refine(frames.copy(), m), b.refine(frames.copy(), m)
+    assert not np.array_equal(out_a, frames)
+    assert np.abs(out_a.astype(int) - out_b.astype(int)).max() <= 1
+    assert refiner_runner(net, "onnxruntime", cache_dir=tmp_path) is not None  # reuses the cached export
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    with pytest.raises(ValueError, match="refiner-backend"):
+        refiner_runner(net, "tensorrt-please")
