@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -49,7 +50,7 @@ def refiner_runner(net, backend: str = "auto", cache_dir: Path | None = None, th
     file = folder / f"refiner-{_digest(net)}.onnx"
     try:
         if not file.exists():
-            tmp = file.with_suffix(".tmp.onnx")
+            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.onnx")  # concurrent exports never share a file
             export_refiner(net, tmp)
             tmp.replace(file)
         return OnnxRefiner(file, net.config, threads=threads or torch.get_num_threads())

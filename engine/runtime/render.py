@@ -76,8 +76,8 @@ def render_file(audio_path: Path, portrait: Path, out: Path, session: SessionCon
             t_render += time.perf_counter() - t
     elapsed = time.perf_counter() - t0
     motion = np.concatenate(motions)
-    log.info("Wrote %s: %d frames (%.2f s) at %dx%d in %.1f s (student %.1f ms/frame, renderer %.1f ms/frame)", out,
-             len(motion), len(motion) / FPS, *render.size, elapsed, 1e3 * t_session / len(motion),
-             1e3 * t_render / len(motion))
+    log.info("Wrote %s: %d frames (%.2f s) at %dx%d in %.1f s (student %.1f ms/frame, renderer%s + encoder %.1f "
+             "ms/frame)", out, len(motion), len(motion) / FPS, *render.size, elapsed, 1e3 * t_session / len(motion),
+             f" + refiner ({renderer.refiner.backend})" if renderer.refiner else "", 1e3 * t_render / len(motion))
     return RenderResult(path=Path(out), frames=len(motion), duration=len(motion) / FPS, motion=motion, seconds=elapsed,
                         stage_seconds={"session": t_session, "render_encode": t_render})

@@ -184,8 +184,9 @@ class RefinerTrainConfig:
     bottleneck_blocks: int = 2
     steps: int = 3000
     batch: int = 16
-    lr: float = 2e-3
-    warmup: int = 100
+    lr: float = 5e-4
+    """Peak learning rate (2e-3 diverged at the end of warm-up and the network collapsed to zero output)."""
+    warmup: int = 200
     weight_decay: float = 1e-4
     ssim_weight: float = 0.5
     """Weight of the structural term (1 - SSIM)."""

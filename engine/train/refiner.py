@@ -160,14 +160,28 @@ def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -
 @torch.inference_mode()
 def pair_metrics(net: RefinerNet | None, batches: PairBatches, batch: int = 32) -> dict:
     """Held-out pairs, centre crops: PSNR/SSIM of the rendering and of the refined rendering against the
-    real frame (whole crop and mouth region)."""
-    out = {k: [] for k in ("psnr", "ssim", "psnr_mouth", "psnr_raw", "ssim_raw", "psnr_mouth_raw")}
+    real frame (whole crop and mouth region). Identity pairs (zero motion: the rendering is the target)
+    are scored apart: how much the refiner changes an untouched portrait (0-255 units, mean and max)."""
+    out = {k: [] for k in ("psnr", "ssim", "psnr_mouth", "psnr_raw", "ssim_raw", "psnr_mouth_raw", "identity_change")}
     window = None
+    ident = (batches.rendered == batches.target).flatten(1).all(1).numpy()
+    identity_max = 0.0
     for s in range(0, len(batches), batch):
         idx = np.arange(s, min(len(batches), s + batch))
         rendered, reference, target, mask, motion = batches.center(idx)
         if window is None:
             window = feather_window(rendered.shape[-2], rendered.shape[-1], net.config.feather if net else 0.18)
+        is_id = torch.from_numpy(ident[idx])
+        if is_id.any():
+            if net is not None:
+                same = apply_refiner(net, rendered[is_id], reference[is_id], mask[is_id], motion[is_id], window)
+                change = 255.0 * (same - rendered[is_id]).abs()
+                out["identity_change"] += change.mean((1, 2, 3)).tolist()
+                identity_max = max(identity_max, float(change.max()))
+            keep = ~is_id
+            rendered, reference, target, mask, motion = (t[keep] for t in (rendered, reference, target, mask, motion))
+            if len(rendered) == 0:
+                continue
         mouth = (F.max_pool2d(mask, 15, stride=1, padding=7) > 0.01).float()
         for suffix, img in (("_raw", rendered),
                             ("", apply_refiner(net, rendered, reference, mask, motion, window) if net else rendered)):
@@ -176,7 +190,11 @@ def pair_metrics(net: RefinerNet | None, batches: PairBatches, batch: int = 32) 
             has = mouth.sum((1, 2, 3)) > 0
             pm = psnr(img, target, mouth)
             out["psnr_mouth" + suffix] += pm[has].tolist()
-    return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
+    res = {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
+    res["pairs"], res["identity_pairs"] = int((~ident).sum()), int(ident.sum())
+    if net is not None and ident.any():
+        res["identity_change_max"] = round(identity_max, 2)
+    return res
 
 
 def train(cfg: RefinerTrainConfig) -> Path:
