@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 from pathlib import Path
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -17,7 +18,7 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
         if getattr(h, "_talkcam", False):  # ours from an earlier call; leave others' handlers alone
             root.removeHandler(h)
     console = RichHandler(level=getattr(logging, level.upper(), logging.INFO), show_path=False,
-                          rich_tracebacks=False, markup=False)
+                          rich_tracebacks=False, markup=False, console=Console(stderr=True))
     console._talkcam = True
     root.addHandler(console)
     log_file = None
@@ -34,6 +35,6 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
         except OSError as exc:
             logging.getLogger(__name__).warning("No log file (cannot write to %s: %s)", log_dir, exc)
             log_file = None
-    for noisy in ("PIL", "matplotlib", "absl"):
+    for noisy in ("PIL", "matplotlib", "absl", "onnxscript", "torch.onnx", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file

@@ -168,10 +168,10 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
                 break
             t_ref = 0.0
             if renderer is not None:
-                frames = renderer.render(mo, refine=False)
+                imgs = renderer.render(mo, refine=False)
                 if renderer.refiner is not None:
                     tr = time.perf_counter()
-                    renderer.refiner.refine(frames, mo)
+                    renderer.refiner.refine(imgs, mo)
                     t_ref = time.perf_counter() - tr
             t2 = time.perf_counter()
             done += len(mo)

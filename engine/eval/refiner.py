@@ -247,7 +247,7 @@ def evaluate_refiner(cfg: RefinerEvalConfig) -> dict:
                                           out_dir / "sheets" / f"{Path(p).stem}.png"))
                 log.info("%s: %s", Path(p).name, rows[-1])
             except PortraitError as exc:
-                skipped[Path(p).name] = str(exc).split(".")[0]
+                skipped[Path(p).name] = str(exc).replace(str(p), Path(p).name)[:160]
                 log.info("%s skipped: %s", Path(p).name, skipped[Path(p).name])
         keys = [k for k in rows[0] if k not in ("portrait", "frames")] if rows else []
         result["portraits"] = {"per_portrait": rows, "skipped": skipped,

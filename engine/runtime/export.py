@@ -58,6 +58,8 @@ def refiner_session(path: Path, threads: int = 0):
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    # torch runs the other stages in the same process: idle onnxruntime threads must not spin on the cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -194,6 +194,14 @@ class RefinerTrainConfig:
     """Weight of the image-gradient term (edges: lip lines, teeth gaps)."""
     hf_weight: float = 0.5
     """Weight of the high-frequency (Laplacian) term that keeps the mouth sharp."""
+    detail_weight: float = 10.0
+    """Weight of the detail-energy term: the local amount of high frequency (blurred |Laplacian|) must match
+    the real frame's. Unlike the pixel terms it does not care where exactly an edge is, so a target that
+    lines up only approximately still asks for sharp output instead of the blurred average."""
+    identity_share: float = 0.1
+    """Share of each batch drawn from the identity pairs (zero motion: the portrait must come out unchanged)."""
+    init: Path | None = None
+    """Start from these weights (a refiner model folder), e.g. to fine-tune with other loss weights."""
     mouth_weight: float = 3.0
     """Extra weight of the pixel losses inside and around the mouth opening."""
     augment: bool = True

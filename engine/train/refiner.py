@@ -82,8 +82,15 @@ def refiner_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, c
     dyp, dyt = pred[..., 1:, :] - pred[..., :-1, :], target[..., 1:, :] - target[..., :-1, :]
     grad = (wn[..., :, 1:] * (dxp - dxt).abs()).mean() + (wn[..., 1:, :] * (dyp - dyt).abs()).mean()
     hf = (wn * (laplacian(pred) - laplacian(target)).abs()).mean()
-    total = l1 + cfg.ssim_weight * ssim + cfg.grad_weight * grad + cfg.hf_weight * hf
-    return {"loss": total, "l1": l1, "ssim": ssim, "grad": grad, "hf": hf}
+    detail = (wn * (detail_energy(pred) - detail_energy(target)).abs()).mean()
+    total = l1 + cfg.ssim_weight * ssim + cfg.grad_weight * grad + cfg.hf_weight * hf + cfg.detail_weight * detail
+    return {"loss": total, "l1": l1, "ssim": ssim, "grad": grad, "hf": hf, "detail": detail}
+
+
+def detail_energy(x: torch.Tensor, size: int = 7) -> torch.Tensor:
+    """Local high-frequency energy [B, 1, H, W]: |Laplacian| of the grey image, box-averaged over `size` px."""
+    grey = x.mean(1, keepdim=True)
+    return F.avg_pool2d(laplacian(grey).abs(), size, stride=1, padding=size // 2, count_include_pad=False)
 
 
 class PairBatches:
@@ -96,6 +103,8 @@ class PairBatches:
         self.mask = torch.from_numpy(pairs["mask"])
         self.motion = torch.from_numpy(pairs["motion"])
         self.n, self.store = self.rendered.shape[0], self.rendered.shape[1]
+        # identity pairs (zero motion): the rendering is the target itself
+        self.identity = np.flatnonzero((self.rendered == self.target).flatten(1).all(1).numpy())
         if crop > self.store:
             raise ValueError(f"--crop {crop} is larger than the stored pairs ({self.store})")
         self.crop = crop
@@ -122,8 +131,12 @@ class PairBatches:
         o = (self.store - self.crop) // 2
         return self.take(idx, np.full((len(idx), 2), o))
 
-    def sample(self, batch: int, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, batch: int, rng: np.random.Generator, gen: torch.Generator,
+               identity_share: float = 0.0) -> tuple[torch.Tensor, ...]:
         idx = rng.integers(0, self.n, batch)
+        if identity_share > 0 and len(self.identity):
+            pick = rng.random(batch) < identity_share
+            idx[pick] = rng.choice(self.identity, size=int(pick.sum()))
         offsets = rng.integers(0, self.store - self.crop + 1, (batch, 2))
         rendered, reference, target, mask, motion = self.take(idx, offsets)
         if not self.augment:
@@ -164,7 +177,8 @@ def pair_metrics(net: RefinerNet | None, batches: PairBatches, batch: int = 32) 
     are scored apart: how much the refiner changes an untouched portrait (0-255 units, mean and max)."""
     out = {k: [] for k in ("psnr", "ssim", "psnr_mouth", "psnr_raw", "ssim_raw", "psnr_mouth_raw", "identity_change")}
     window = None
-    ident = (batches.rendered == batches.target).flatten(1).all(1).numpy()
+    ident = np.zeros(len(batches), bool)
+    ident[batches.identity] = True
     identity_max = 0.0
     for s in range(0, len(batches), batch):
         idx = np.arange(s, min(len(batches), s + batch))
@@ -221,6 +235,11 @@ def train(cfg: RefinerTrainConfig) -> Path:
         step, history = state["step"], state.get("history", [])
         log.info("Resumed from %s at step %d", ckpt, step)
     else:
+        if cfg.init is not None:
+            from safetensors.torch import load_model
+
+            load_model(net, str(Path(cfg.init) / "diffusion_pytorch_model.safetensors"))
+            log.info("Starting from %s", cfg.init)
         (out / "config.json").write_text(json.dumps(jsonable(cfg), indent=1), "utf-8")
         if held is not None:
             history.append({"step": 0, **pair_metrics(None, held)})
@@ -229,7 +248,7 @@ def train(cfg: RefinerTrainConfig) -> Path:
     t0, run = time.time(), {}
     while step < cfg.steps:
         rng, gen = step_randomness(cfg.seed, step, rt.rank, torch.device("cpu"))
-        rendered, reference, target, mask, motion = (t.to(rt.device) for t in train_set.sample(cfg.batch, rng, gen))
+        rendered, reference, target, mask, motion = (t.to(rt.device) for t in train_set.sample(cfg.batch, rng, gen, cfg.identity_share))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         net.train()
