@@ -148,3 +148,17 @@ def test_onnxruntime_backend_matches_torch_on_frames(framed, raw_renderer, tmp_p
     assert len(list(tmp_path.glob("*.onnx"))) == 1
     with pytest.raises(ValueError, match="refiner-backend"):
         refiner_runner(net, "tensorrt-please")
+
+
+def test_renderer_refines_by_default_and_no_refiner_turns_it_off(framed, raw_renderer):
+    on = AvatarRenderer(framed)  # the shipped refiner, on by default
+    assert on.refiner is not None and raw_renderer.refiner is None
+    m = _motion(jawOpen=0.7)
+    a, b = on.render(m)[0], raw_renderer.render(m)[0]
+    diff = np.abs(a.astype(int) - b.astype(int)).max(-1)
+    x, y = on.refiner.geometry.corner(m)
+    s = on.refiner.geometry.side
+    assert diff[y:y + s, x:x + s].mean() > 0.5  # the open mouth is repaired
+    diff[y:y + s, x:x + s] = 0
+    assert diff.max() == 0  # and nothing else changes
+    assert np.array_equal(on.render(m, refine=False)[0], b)

@@ -58,9 +58,26 @@ def test_cli_bench_stream_prints_json(capsys, session_cache, portraits_dir, stag
     rc = main(["bench", "--stage", stage, "--frames", "24", "--portrait", str(portraits_dir / "lp_s42.jpg"),
                "--cache-dir", str(session_cache), "--size", "128", "128", "--steps", "1"])
     assert rc == 0
-    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # logs go to stderr: stdout is the JSON line alone
+    data = json.loads(lines[0])
     assert data["stage"] == stage and data["frames"] >= 24 and data["fps"] > 0
     assert data["latency_ms_p95"] >= data["latency_ms_p50"] > 0
     assert data["rtf"] == pytest.approx(25 / data["fps"], rel=0.01)
-    assert set(data["stages_ms_per_frame"]) == ({"student"} if stage == "student" else {"student", "renderer"})
+    assert set(data["stages_ms_per_frame"]) == ({"student"} if stage == "student" else
+                                                {"student", "renderer", "refiner"})
+    assert data["refiner"] == (stage == "pipeline")
+    if stage == "pipeline":
+        assert data["refiner_backend"] in ("onnxruntime", "torch") and data["stages_ms_per_frame"]["refiner"] > 0
     assert data["algorithmic_latency_ms"] == pytest.approx(1000 * (3 + 2) / 25)
+
+
+def test_cli_bench_refiner_per_backend(capsys, session_cache, portraits_dir):
+    rc = main(["bench", "--stage", "refiner", "--frames", "12", "--portrait", str(portraits_dir / "lp_s42.jpg"),
+               "--cache-dir", str(session_cache)])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out.strip())
+    assert data["stage"] == "refiner" and data["work_side"] == 128 and data["size"] == [512, 512]
+    for backend in ("torch", "onnxruntime"):
+        b = data["backends"][backend]
+        assert b["p95"] >= b["p50"] > 0 and b["fps"] > 0
