@@ -40,9 +40,8 @@ def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fp
                    cache_dir: Path | None = None, warmup: int = 10) -> RendererBench:
     """Render `frames` frames one at a time (as live does) from animator motion on real TTS."""
     framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
-    utt = EspeakTTS().synthesize(BENCH_TEXT)
-    n_motion = max(1, math.ceil(utt.duration * fps))
-    motion = ProceduralAnimator().animate(utt.phonemes, n_motion, fps, utt.audio, utt.sample_rate)
+    motion = _bench_motion(fps)
+    n_motion = len(motion)
     renderer = AvatarRenderer(framed, render)
     for i in range(warmup):
         renderer.render(motion[i % n_motion])
@@ -68,6 +67,13 @@ def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fp
                          refiner_backend=renderer.refiner.backend if renderer.refiner else None, stages_ms=stages)
 
 
+def _bench_motion(fps: int) -> np.ndarray:
+    """Animator motion [T, DIM] for the benchmark sentence spoken by espeak-ng."""
+    utt = EspeakTTS().synthesize(BENCH_TEXT)
+    n_motion = max(1, math.ceil(utt.duration * fps))
+    return ProceduralAnimator().animate(utt.phonemes, n_motion, fps, utt.audio, utt.sample_rate)
+
+
 def _pct(times: np.ndarray) -> dict:
     return {"mean": float(times.mean() * 1e3), "p50": float(np.percentile(times, 50) * 1e3),
             "p95": float(np.percentile(times, 95) * 1e3)}
@@ -79,27 +85,19 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     import tempfile
 
     from engine.render.refiner import FrameRefiner
-    from engine.runtime.export import OnnxRefiner, export_refiner
+    from engine.runtime.backends import refiner_runner
 
     framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
     renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
-    utt = EspeakTTS().synthesize(BENCH_TEXT)
-    n_motion = max(1, math.ceil(utt.duration * 25))
-    motion = ProceduralAnimator().animate(utt.phonemes, n_motion, 25, utt.audio, utt.sample_rate)
+    motion = _bench_motion(25)
     rendered = renderer.render(motion[:50], refine=False)
     net = renderer.refiner.net
     out = {"size": list(render.size), "crop_side": renderer.refiner.geometry.side, "work_side": net.config.work,
            "frames": frames, "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in backends:
-            if backend == "torch":
-                ref = renderer.refiner
-            elif backend == "onnxruntime":
-                onnx = OnnxRefiner(export_refiner(net, Path(tmp) / "refiner.onnx"), net.config,
-                                   threads=torch.get_num_threads())
-                ref = FrameRefiner(onnx, renderer.rig.frame, framed.landmarks, renderer.rig.basis)
-            else:
-                raise ValueError(f"unknown refiner backend {backend!r} (torch, onnxruntime)")
+        for backend in backends:  # as the product runs it (a fresh export for onnxruntime)
+            runner = refiner_runner(net, backend, cache_dir=Path(tmp))
+            ref = FrameRefiner(runner, renderer.rig.frame, framed.landmarks, renderer.rig.basis)
             for i in range(warmup):
                 ref.refine(rendered[i % 50][None].copy(), motion[i % 50][None])
             times = np.empty(frames)

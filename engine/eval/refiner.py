@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from engine.eval import metrics as E
-from engine.face.avatar import Avatar, FramedAvatar, PortraitError, apply_framing, framing
-from engine.render.refiner import FrameRefiner, RefinerNet, load_refiner
+from engine.face.avatar import FramedAvatar, PortraitError
+from engine.models.loading import load_refiner
+from engine.render.refiner import FrameRefiner, RefinerNet
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, i
     from engine.data.ingest import video_frames
     from engine.face.landmarks import FaceLandmarker
     from engine.face.tracking import track
+    from engine.train.refiner_data import fit_frame, framed_reference
 
     frames = list(video_frames(video, FPS))[int(round(start * FPS)):]
     lm_tracker = FaceLandmarker()
@@ -111,16 +113,9 @@ def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, i
     if len(idx) < 10:
         raise ValueError(f"{video}: a face was found on only {len(idx)} frames after {start} s")
     i0 = int(idx[0])
-    box = framing(tr.landmarks[i0], frames[i0].shape[:2], size)
-    img0, lm0 = apply_framing(frames[i0], tr.landmarks[i0], box, size)
-    both = _Both(FramedAvatar(frame=img0, landmarks=lm0, avatar=Avatar(img0, lm0, str(video), "")), net, size)
-    basis = both.renderer.rig.basis
-    real, lms, motion = [], [], []
-    for j in idx:
-        img, lm = apply_framing(frames[j], tr.landmarks[j], box, size)
-        real.append(img)
-        lms.append(lm)
-        motion.append(basis.fit(lm, rigid=True))
+    box, framed = framed_reference(frames[i0], tr.landmarks[i0], size, f"{video.name}#{i0}")
+    both = _Both(framed, net, size)
+    real, lms, motion = zip(*(fit_frame(frames[j], tr.landmarks[j], box, size, both.renderer.rig.basis) for j in idx))
     real, motion = np.stack(real), np.stack(motion)
     raw, refined = both(motion)
     geometry = both.refiner.geometry
@@ -139,7 +134,7 @@ def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, i
             for name, img in (("raw", raw[k]), ("refined", refined[k])):
                 row[f"id_{name}"] = identity.distance(identity.embed(img, lms[k]), ref)
         rows.append(row)
-    fbox = E.mouth_box(lm0, pad=0.8)
+    fbox = E.mouth_box(framed.landmarks, pad=0.8)
     out = {"frames": len(rows), "video": video.name, "start_s": start}
     for key in ("psnr", "ssim", "sharp", "id"):
         for name in ("raw", "refined"):

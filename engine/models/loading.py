@@ -1,5 +1,5 @@
-"""Loading trained motion models from their folders (config.json + safetensors; fp16 or fp32 on disk,
-fp32 in memory)."""
+"""Loading trained models from their folders (config.json + safetensors; fp16 or fp32 on disk, fp32 in
+memory): the motion models and the decoder refiner."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
+from engine.render.refiner import RefinerNet
 
 
 def _load(cls, folder: Path | str, device: str, example: str):
@@ -25,6 +26,11 @@ def load_teacher(folder: Path | str, device: str = "cpu") -> MotionTeacher:
 def load_student(folder: Path | str, device: str = "cpu") -> MotionStudent:
     return _load(MotionStudent, folder, device, "a student folder such as assets/models/student or a run's model/ "
                  "folder (talkcam train student)")
+
+
+def load_refiner(folder: Path | str, device: str = "cpu") -> RefinerNet:
+    return _load(RefinerNet, folder, device, "a refiner folder such as assets/models/refiner or a run's model/ "
+                 "folder (talkcam train refiner)")
 
 
 def is_student(folder: Path | str) -> bool:

@@ -216,10 +216,11 @@ class FrameRefiner:
         """Refined crops [B, 3, S, S] (0..1) for crops at the geometry's side S."""
         s, w = rendered.shape[-1], self.work
         if s == w:
-            return apply_refiner(self.net, rendered, reference, mask, motion, self.window)
-        down = lambda t: F.interpolate(t, size=(w, w), mode="area" if s > w else "bilinear")  # noqa: E731
-        delta = self.net(down(rendered), down(reference), down(mask), motion)
-        delta = F.interpolate(delta, size=(s, s), mode="bilinear", align_corners=False)
+            delta = self.net(rendered, reference, mask, motion)
+        else:  # run at the work side, resample only the correction back
+            down = lambda t: F.interpolate(t, size=(w, w), mode="area" if s > w else "bilinear")  # noqa: E731
+            delta = self.net(down(rendered), down(reference), down(mask), motion)
+            delta = F.interpolate(delta, size=(s, s), mode="bilinear", align_corners=False)
         return (rendered + self.window * delta).clamp(0.0, 1.0)
 
     def refine(self, frames: np.ndarray, motion: np.ndarray) -> np.ndarray:
@@ -233,13 +234,3 @@ class FrameRefiner:
             f[y:y + s, x:x + s] = crop
         return frames
 
-
-def load_refiner(folder, device: str = "cpu") -> RefinerNet:
-    """A trained refiner from its folder (config.json + safetensors)."""
-    from pathlib import Path
-
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a refiner folder (no config.json): give assets/models/refiner "
-                                "or a run's model/ folder (talkcam train refiner)")
-    return RefinerNet.from_pretrained(str(folder), low_cpu_mem_usage=False).float().to(device).eval()

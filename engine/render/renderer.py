@@ -420,7 +420,8 @@ class AvatarRenderer:
         self.refiner = None
         if self.config.refiner:
             from engine import paths
-            from engine.render.refiner import FrameRefiner, load_refiner
+            from engine.models.loading import load_refiner
+            from engine.render.refiner import FrameRefiner
             from engine.runtime.backends import refiner_runner
 
             net = load_refiner(self.config.refiner_model or paths.refiner_dir(), device)

@@ -113,13 +113,6 @@ def _heldout_start(stem: str, specs: tuple[str, ...]) -> float | None:
     return None
 
 
-def _crop(img: np.ndarray, x0: int, y0: int, side: int, store: int, interp: int) -> np.ndarray:
-    patch = img[y0:y0 + side, x0:x0 + side]
-    if side == store:
-        return np.ascontiguousarray(patch)
-    return cv2.resize(patch, (store, store), interpolation=interp)
-
-
 class _Cropper:
     """The stored crop around the refiner's crop for one portrait: same centre, `store/refine` more context."""
 
@@ -137,13 +130,34 @@ class _Cropper:
         return int(np.clip(x - c, 0, fw - self.side)), int(np.clip(y - c, 0, fh - self.side))
 
     def take(self, img: np.ndarray, corner: tuple[int, int]) -> np.ndarray:
+        x0, y0 = corner
+        patch = img[y0:y0 + self.side, x0:x0 + self.side]
+        if self.side == self.store:
+            return np.ascontiguousarray(patch)
         interp = cv2.INTER_AREA if self.side > self.store else cv2.INTER_CUBIC
-        return _crop(img, corner[0], corner[1], self.side, self.store, interp)
+        return cv2.resize(patch, (self.store, self.store), interpolation=interp)
 
     def mask(self, motion: np.ndarray, corner: tuple[int, int]) -> np.ndarray:
         m = self.g.mask(motion, corner, self.side)
         m = cv2.resize(m, (self.store, self.store), interpolation=cv2.INTER_AREA) if self.side != self.store else m
         return (m * 255.0 + 0.5).astype(np.uint8)
+
+
+def framed_reference(frame: np.ndarray, landmarks: np.ndarray, size: tuple[int, int],
+                     source: str) -> tuple[tuple[int, int, int, int], FramedAvatar]:
+    """A video frame framed exactly as a portrait is for output: its crop box and the framed avatar."""
+    box = framing(landmarks, frame.shape[:2], size)
+    img, lm = apply_framing(frame, landmarks, box, size)
+    return box, FramedAvatar(frame=img, landmarks=lm,
+                             avatar=Avatar(image=frame, landmarks=landmarks, source=source, sha256=""))
+
+
+def fit_frame(frame: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
+              basis: M.MotionBasis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Another frame of the same video in the reference's framing: (image, landmarks, motion fitted on the
+    reference's basis)."""
+    img, lm = apply_framing(frame, landmarks, box, size)
+    return img, lm, basis.fit(lm, rigid=True)
 
 
 def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmarker, rng: np.random.Generator,
@@ -168,10 +182,9 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
         refs = rng.choice(closed, size=min(n_refs, len(closed)), replace=False)
         count = 0
         for i in refs:
-            avatar = Avatar(image=frames[i], landmarks=tr.landmarks[i], source=f"{video.name}#{i}", sha256="")
-            box = framing(tr.landmarks[i], frames[i].shape[:2], cfg.size)
-            img_i, lm_i = apply_framing(frames[i], tr.landmarks[i], box, cfg.size)
-            renderer = AvatarRenderer(FramedAvatar(frame=img_i, landmarks=lm_i, avatar=avatar), render_cfg)
+            box, framed = framed_reference(frames[i], tr.landmarks[i], cfg.size, f"{video.name}#{i}")
+            img_i, lm_i = framed.frame, framed.landmarks
+            renderer = AvatarRenderer(framed, render_cfg)
             basis = renderer.rig.basis
             cropper = _Cropper(CropGeometry(lm_i, basis, img_i.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
             iod = float(np.linalg.norm(lm_i[468, :2] - lm_i[473, :2]))
@@ -179,8 +192,7 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
             targets = rng.choice(near, size=min(cfg.targets_per_ref, len(near)), replace=False)
             motions, target_imgs, metas = [], [], []
             for j in targets:
-                img_j, lm_j = apply_framing(frames[j], tr.landmarks[j], box, cfg.size)
-                m = basis.fit(lm_j, rigid=True)
+                img_j, lm_j, m = fit_frame(frames[j], tr.landmarks[j], box, cfg.size, basis)
                 err = float(np.abs(basis.landmarks(m)[list(LIPS), :2] - lm_j[list(LIPS), :2]).mean() / iod)
                 if err > cfg.max_fit_error:
                     clip_stats["dropped_fit"] += 1
@@ -189,7 +201,7 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
                 target_imgs.append(img_j)
                 metas.append({"clip": video.stem, "ref": int(i), "frame": int(j), "fit_error": round(err, 4)})
             # one synthetic identity pair per reference: zero motion must leave the portrait unchanged
-            motions.append(np.zeros(M.DIM, np.float32))
+            motions.append(M.zeros())
             target_imgs.append(img_i)
             metas.append({"clip": video.stem, "ref": int(i), "frame": int(i), "fit_error": 0.0, "identity": True})
             for k in range(0, len(motions), 8):
@@ -211,7 +223,7 @@ def _identity_pairs(portrait: Path, cfg: RefinerDataConfig, landmarker: FaceLand
     framed = frame_avatar(prepare_avatar(portrait, landmarker=landmarker), cfg.size)
     renderer = AvatarRenderer(framed, RendererConfig(size=cfg.size, refiner=False))
     cropper = _Cropper(CropGeometry(framed.landmarks, renderer.rig.basis, framed.frame.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
-    m = np.zeros(renderer.rig.flow_basis.shape[0], np.float32)
+    m = M.zeros()
     img = renderer.render(m)[0]
     c = cropper.corner(m)
     pairs.add(cropper.take(img, c), cropper.take(framed.frame, c), cropper.take(framed.frame, c), cropper.mask(m, c),

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from engine import motion as M
-from engine.render.refiner import FrameRefiner, RefinerNet, feather_window, load_refiner
+from engine import paths
+from engine.models.loading import load_refiner
+from engine.render.refiner import FrameRefiner, RefinerNet, feather_window
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 
@@ -121,7 +123,7 @@ def test_shipped_refiner_improves_a_held_out_real_sequence(data_dir):
     than the renderer alone, and no added flicker."""
     from engine.eval.refiner import sequence_eval
 
-    net = load_refiner(__import__("engine.paths", fromlist=["x"]).refiner_dir())
+    net = load_refiner(paths.refiner_dir())
     res = sequence_eval(net, data_dir / "real" / "sun_video.mp4", 17.0, (512, 512), None, 1)
     assert res["frames"] > 100
     assert res["psnr_refined"] > res["psnr_raw"] + 0.3

@@ -94,7 +94,7 @@ def test_training_reduces_the_loss_resumes_and_reports(pairs, tmp_path):
     train(RefinerTrainConfig(**{**cfg.__dict__, "steps": 14}))
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 14
-    from engine.render.refiner import load_refiner
+    from engine.models.loading import load_refiner
 
     net = load_refiner(tmp_path / "run" / "model")
     assert net.config.work == 128 and net.config.crop_scale == pytest.approx(0.6)
