@@ -13,6 +13,7 @@ from typing import Annotated
 import tyro
 
 from engine import paths
+from engine.audio.mic import MicError
 from engine.data.animator import AnimatorConfig
 from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
@@ -23,6 +24,7 @@ from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.sinks.recorder import RecorderError
+from engine.sinks.virtualcam import VirtualCamError
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
 
@@ -107,6 +109,77 @@ class Render:
         res = render_file(self.audio, self.portrait or paths.default_portrait(), self.out, self.session, self.render,
                           self.student, self.style, self.common.avatar_cache(), self.skin_check, self.max_seconds)
         log.info("Done: %s (%.2f s of video, made in %.1f s)", res.path.resolve(), res.duration, res.seconds)
+        return 0
+
+
+@dataclass
+class Live:
+    """Run the avatar live from the microphone: preview window, or headless with --no-gui; optionally as
+    a virtual webcam (--virtualcam) and recorded (--record OUT.mp4). Ctrl-C stops cleanly."""
+
+    no_gui: bool = False
+    """Run without a window (the only mode of this build; the desktop app adds the window)."""
+    mic: str | None = None
+    """Microphone name or a unique part of it (see `talkcam mics`). Default: the system's default input."""
+    audio: Path | None = None
+    """Play this file as the microphone, at real-time pace (demos and tests)."""
+    portrait: Path | None = None
+    """Portrait image. Default: the bundled portrait."""
+    virtualcam: bool = False
+    """Publish the avatar as a virtual webcam (v4l2loopback on Linux, OBS's virtual camera on Windows/macOS)."""
+    camera_device: str | None = None
+    """Virtual camera device (e.g. /dev/video10); default: the first free one."""
+    camera_backend: str | None = None
+    """pyvirtualcam backend (v4l2loopback, obs, unitycapture); default: any available."""
+    record: Path | None = None
+    """Record the avatar with the microphone's audio to this MP4."""
+    seconds: float = 0.0
+    """Stop after this many seconds (0: until Ctrl-C)."""
+    style: str = "speaking"
+    skin_check: bool = True
+    session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
+    render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.audio.mic import MicSource
+        from engine.audio.sources import FileSource
+        from engine.runtime.live import LIVE_PIECE, AvatarEngine, run_headless
+        from engine.sinks.recorder import RecorderSink
+        from engine.sinks.virtualcam import VirtualCamSink
+
+        if not self.no_gui:
+            raise ValueError("This build has no desktop window yet: run `talkcam live --no-gui` (add --virtualcam "
+                             "and/or --record OUT.mp4 to see the avatar).")
+        _check_size(self.render.size)
+        if self.audio is not None and self.mic is not None:
+            raise ValueError("Give --mic or --audio, not both.")
+        source = (FileSource(self.audio, LIVE_PIECE, realtime=True) if self.audio is not None
+                  else MicSource(self.mic, LIVE_PIECE))
+        sinks = []
+        if self.virtualcam:
+            sinks.append(VirtualCamSink(backend=self.camera_backend, device=self.camera_device))
+        if self.record is not None:
+            sinks.append(RecorderSink(self.record))
+        engine = AvatarEngine(self.render, self.session, None, self.style, self.common.avatar_cache(), self.skin_check)
+        run_headless(engine, source, self.portrait or paths.default_portrait(), sinks, self.seconds)
+        for s in sinks:
+            if getattr(s, "error", None) is not None:
+                raise s.error
+        return 0
+
+
+@dataclass
+class Mics:
+    """List the microphones (input devices) by name, the default first."""
+
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.audio.mic import list_microphones
+
+        for m in list_microphones():
+            sys.stdout.write(f"{m}\n")
         return 0
 
 
@@ -514,7 +587,7 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
-COMMANDS = {"say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+COMMANDS = {"live": Live, "mics": Mics, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "refiner": DataRefiner},
                   "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
@@ -537,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(cmd.common.log_level, paths.log_dir())
     try:
         return cmd.run()
-    except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError) as exc:
+    except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError, MicError, VirtualCamError) as exc:
         log.error("%s", exc)
         log.debug("details", exc_info=True)
         return 2

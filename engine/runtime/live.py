@@ -1,0 +1,117 @@
+"""Putting the live avatar together: models + portrait -> a Pipeline on a source, with sinks.
+
+`AvatarEngine` is what the command line (`talkcam live`, `talkcam render`) and the desktop app use: it
+loads the student once, prepares portraits (face found, framed, renderer + refiner built) and builds
+pipelines; `switch_portrait` swaps the avatar of a running pipeline without stopping it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.audio.io import SAMPLE_RATE
+from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.runtime.config import SessionConfig
+from engine.runtime.pipeline import Pipeline, PipelineConfig, Sink
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+PIECE = SAMPLE_RATE // FPS  # 40 ms: one video frame of audio (files at full speed)
+LIVE_PIECE = SAMPLE_RATE // 50
+"""20 ms: live audio is read in half frames, so a chunk starts as soon as its audio (plus the mel window's
+15 ms) is in, not at the next 40 ms boundary: 20 ms less latency."""
+
+
+@dataclass
+class Avatar:
+    """A prepared portrait: its renderer (with refiner) and the face shape the student is told."""
+
+    path: Path
+    renderer: AvatarRenderer
+    shape: np.ndarray
+
+
+class AvatarEngine:
+    def __init__(self, render: RendererConfig | None = None, session: SessionConfig | None = None,
+                 student_dir: Path | None = None, style: str = "speaking", cache_dir: Path | None = None,
+                 require_skin: bool = True) -> None:
+        from engine.runtime.session import load_session_models
+
+        self.render_config = render or RendererConfig()
+        self.session_config = session or SessionConfig()
+        self.style = style
+        self.cache_dir = cache_dir
+        self.require_skin = require_skin
+        self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing)
+        self.pipeline: Pipeline | None = None
+
+    def avatar(self, portrait: Path) -> Avatar:
+        """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
+        from engine.eval.evaluate import portrait_shape
+        from engine.face import frame_avatar, prepare_avatar
+
+        framed = frame_avatar(prepare_avatar(portrait, cache_dir=self.cache_dir, require_skin=self.require_skin),
+                              self.render_config.size)
+        return Avatar(Path(portrait), AvatarRenderer(framed, self.render_config), portrait_shape(framed))
+
+    def pipeline_for(self, source, avatar: Avatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
+        from engine.runtime.session import StudentSession
+
+        student, corrector, schedule = self.models
+        sess = StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style)
+        self.pipeline = Pipeline(source, sess, avatar.renderer, sinks, config)
+        return self.pipeline
+
+    def switch_portrait(self, portrait: Path) -> Avatar:
+        """Prepare `portrait` (in the caller's thread) and switch the running pipeline to it at its next chunk."""
+        avatar = self.avatar(portrait)
+        if self.pipeline is not None:
+            self.pipeline.set_portrait(avatar.renderer, avatar.shape)
+        log.info("Portrait: %s", portrait)
+        return avatar
+
+
+def run_headless(engine: AvatarEngine, source, portrait: Path, sinks: list[Sink], seconds: float = 0.0,
+                 report_every: float = 5.0) -> dict:
+    """Run until the source ends, `seconds` have passed, or Ctrl-C / SIGTERM; log a status line every
+    `report_every` seconds. Returns the pipeline's summary."""
+    pipe = engine.pipeline_for(source, engine.avatar(portrait), sinks)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("Stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pipe.start()
+        t0 = next_report = time.monotonic()
+        while pipe.running and not stop.is_set():
+            time.sleep(0.05)
+            now = time.monotonic()
+            if seconds and now - t0 >= seconds:
+                break
+            if report_every and now >= next_report + report_every:
+                next_report = now
+                s = pipe.stats.summary()
+                mic = getattr(source, "state", "")
+                log.info("%d frames, %.1f fps, latency p50 %.0f / p95 %.0f ms, dropped %d%s", s["frames"], s["fps"],
+                         s["latency_ms_p50"], s["latency_ms_p95"], s["dropped_frames"],
+                         f", microphone {mic}" if mic else "")
+        pipe.stop()
+        pipe.join()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    summary = pipe.stats.summary()
+    log.info("Stopped: %d frames, %.1f fps, latency p50 %.0f / p95 %.0f ms, %d dropped", summary["frames"],
+             summary["fps"], summary["latency_ms_p50"], summary["latency_ms_p95"], summary["dropped_frames"])
+    return summary

@@ -1,0 +1,396 @@
+"""The streaming pipeline: audio source -> student stage -> renderer/refiner stage -> sinks, on threads.
+
+    source thread ──pieces──> student thread ──motion chunks──> render thread ──frames──> sinks
+          └──────────── captured audio ──────────────────────────────────────────────> sinks (recorder)
+
+- Stages overlap: while the renderer draws chunk n, the student generates chunk n + 1.
+- Queues are bounded. Offline (a file at full speed, `talkcam render`) a full queue blocks the stage
+  before it (back-pressure: nothing is lost). Live (microphone) the newest wins: a full queue drops
+  its oldest item and counts it, so latency stays bounded when the machine cannot keep up.
+- The video clock is the audio clock: frame i shows audio samples [i * piece, (i + 1) * piece), and
+  carries the monotonic time that audio was captured; `Frame.latency` is capture -> frame out.
+- Stopping: `stop()` sets an event; every stage ends at its next item and passes a sentinel on, so
+  the sinks (the recorder) close cleanly. An exception in any stage stops the others and is re-raised
+  by `join()` in the caller's thread.
+- Controls, guidance, style and the portrait change while running; they apply at the next chunk
+  (the portrait switches renderer and student identity on the same frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from engine.audio.sources import AudioSource, Piece
+
+log = logging.getLogger(__name__)
+
+_END = object()  # sentinel passed down the queues
+
+
+@dataclass
+class Frame:
+    """One output frame."""
+
+    index: int
+    """Frame number on the audio clock: it shows the audio of [index / fps, (index + 1) / fps)."""
+    image: np.ndarray
+    """RGB uint8 [H, W, 3]."""
+    motion: np.ndarray
+    captured: float
+    """Monotonic time the frame's own audio was captured (its last sample)."""
+    needed: float
+    """Capture time of the newest audio the frame waited for (its chunk + the encoder's lookahead)."""
+    out: float = 0.0
+    """Monotonic time the frame left the renderer."""
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the capture of the frame's audio to the frame being ready (what a viewer sees)."""
+        return self.out - self.captured
+
+    @property
+    def processing(self) -> float:
+        """Seconds from the last audio the frame needed to the frame being ready (compute + queues)."""
+        return self.out - self.needed
+
+
+class Sink(Protocol):
+    """Where frames go: the preview's frame bus, the virtual camera, the recorder. `write_frame` and
+    `write_audio` are called from the pipeline's threads and must return quickly in live mode."""
+
+    name: str
+
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None: ...
+
+    def write_frame(self, frame: Frame) -> None: ...
+
+    def write_audio(self, piece: Piece) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class PipelineConfig:
+    fps: int = 25
+    queue_chunks: int = 3
+    """Motion chunks waiting for the renderer (and 4x as many audio pieces waiting for the student)."""
+    live: bool | None = None
+    """Newest-wins queues; default: the source's own `live`."""
+    student_threads: int = 1
+    """torch intra-op threads of the student stage (0: leave torch's setting). One each is fastest on a
+    2-core CPU: 38 fps against 25 with torch's default of all cores per stage (they contend)."""
+    render_threads: int = 1
+    """torch intra-op threads of the renderer stage (0: leave torch's setting)."""
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    dropped_frames: int = 0
+    """Frames never drawn because the renderer fell behind (live only)."""
+    dropped_audio: int = 0
+    """Audio pieces the student skipped because it fell behind (live only)."""
+    started: float = 0.0
+    latency: deque = field(default_factory=lambda: deque(maxlen=5000))
+    processing: deque = field(default_factory=lambda: deque(maxlen=5000))
+    student_s: float = 0.0
+    render_s: float = 0.0
+    render_frames: int = 0
+    student_frames: int = 0
+
+    def summary(self) -> dict:
+        lat = np.array(self.latency) * 1e3 if self.latency else np.zeros(1)
+        proc = np.array(self.processing) * 1e3 if self.processing else np.zeros(1)
+        wall = max(time.monotonic() - self.started, 1e-9) if self.started else 1e-9
+        return {"frames": self.frames, "fps": self.frames / wall, "dropped_frames": self.dropped_frames,
+                "dropped_audio_pieces": self.dropped_audio,
+                "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p95": float(np.percentile(lat, 95)),
+                "processing_ms_p50": float(np.percentile(proc, 50)),
+                "processing_ms_p95": float(np.percentile(proc, 95)),
+                "student_ms_per_frame": 1e3 * self.student_s / max(self.student_frames, 1),
+                "render_ms_per_frame": 1e3 * self.render_s / max(self.render_frames, 1)}
+
+
+class Pipeline:
+    """Run `session` (engine.runtime.session.StudentSession) and `renderer` (engine.render.renderer.
+    AvatarRenderer, refiner included) on `source`, fanning frames out to `sinks`."""
+
+    def __init__(self, source: AudioSource, session, renderer, sinks: list[Sink] | tuple[Sink, ...] = (),
+                 config: PipelineConfig | None = None) -> None:
+        self.source = source
+        self.session = session
+        self.renderer = renderer
+        self.sinks = list(sinks)
+        self.config = cfg = config or PipelineConfig()
+        self.live = source.live if cfg.live is None else cfg.live
+        self.stats = PipelineStats()
+        self._audio_q: queue.Queue = queue.Queue(maxsize=4 * cfg.queue_chunks * session.student.config.chunk)
+        self._motion_q: queue.Queue = queue.Queue(maxsize=cfg.queue_chunks)
+        self._commands: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._error_stage = ""
+        self._threads: list[threading.Thread] = []
+        self._opened: list[Any] = []
+        self._closed = False
+
+    # -- control (any thread) -------------------------------------------------------------------
+    def set_control(self, name: str, value: float | None) -> None:
+        self._commands.put(("control", name, value))
+
+    def set_guidance(self, scale: float) -> None:
+        self._commands.put(("guidance", scale))
+
+    def set_style(self, style: str) -> None:
+        self._commands.put(("style", style))
+
+    def set_portrait(self, renderer, shape: np.ndarray | None) -> None:
+        """Switch to another portrait's renderer (and its face shape for the student) at the next chunk."""
+        self._commands.put(("portrait", renderer, shape))
+
+    def reset_motion(self) -> None:
+        self._commands.put(("reset",))
+
+    # -- running --------------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self.source.open()
+            self._opened.append(self.source)
+            size = self.renderer.config.size
+            for s in self.sinks:
+                s.open(size, self.config.fps, _rate(self.source))
+                self._opened.append(s)
+        except BaseException:
+            self._close_all()
+            raise
+        self.stats.started = time.monotonic()
+        for name, fn in (("source", self._source_loop), ("student", self._student_loop), ("render", self._render_loop)):
+            t = threading.Thread(target=self._guard, args=(name, fn), name=f"talkcam-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        """Ask every stage to finish (returns at once; `join` waits)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the stages to end (True when they have), close source and sinks, and re-raise the first
+        stage error in the caller."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
+        if self.running:
+            return False
+        self._close_all()
+        if self._error is not None:
+            err, self._error = self._error, None
+            log.debug("pipeline stage %s failed", self._error_stage, exc_info=err)
+            raise err
+        return True
+
+    def run(self) -> PipelineStats:
+        """start() and join(): the whole source (a file) or until stop() (from another thread or Ctrl-C)."""
+        self.start()
+        try:
+            while not self.join(timeout=0.2):
+                pass
+        except KeyboardInterrupt:
+            log.info("Stopping (Ctrl-C)")
+            self.stop()
+            self.join()
+        return self.stats
+
+    def _close_all(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for obj in reversed(self._opened):
+            try:
+                obj.close()
+            except Exception as exc:  # close every sink even if one fails; report the first
+                log.error("Closing %s failed: %s", getattr(obj, "name", type(obj).__name__), exc)
+                errors.append(exc)
+        if errors and self._error is None:
+            self._error = errors[0]
+
+    def _guard(self, name: str, fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            if self._error is None:
+                self._error, self._error_stage = exc, name
+            log.debug("stage %s raised %s", name, exc)
+            self._stop.set()
+        finally:
+            if name != "render":
+                self._put(self._audio_q if name == "source" else self._motion_q, _END, final=True)
+
+    # -- queues ---------------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item, final: bool = False) -> int:
+        """Put `item`; returns how many older items were dropped to make room. Offline a full queue blocks
+        (back-pressure) until there is room or the pipeline stops; live (or an end marker after a stop)
+        the oldest item makes room."""
+        if not self.live:
+            while not self._stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return 0
+                except queue.Full:
+                    continue
+            if not final:
+                return 0
+        dropped = 0
+        while True:
+            try:
+                q.put_nowait(item)
+                return dropped
+            except queue.Full:
+                try:
+                    old = q.get_nowait()
+                except queue.Empty:
+                    continue
+                if old is _END:  # never drop the end marker
+                    q.put_nowait(old)
+                    return dropped
+                dropped += 1
+
+    def _get(self, q: queue.Queue):
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _END
+
+    # -- stages ---------------------------------------------------------------------------------
+    @staticmethod
+    def _threads_setting(n: int) -> None:
+        if n:
+            torch.set_num_threads(n)  # OpenMP: the setting belongs to the calling thread
+
+    def _source_loop(self) -> None:
+        while not self._stop.is_set():
+            piece = self.source.read()
+            if piece is None:
+                break
+            for s in self.sinks:
+                s.write_audio(piece)
+            self.stats.dropped_audio += self._put(self._audio_q, piece)
+
+    def _student_loop(self) -> None:
+        self._threads_setting(self.config.student_threads)
+        sess = self.session
+        per_frame = _rate(self.source) // self.config.fps  # audio samples per video frame
+        pending: deque = deque()  # (frame index, capture time) of frames whose audio is in, not yet generated
+        last_needed = 0.0
+        received = 0  # stream position after the last piece (samples)
+        pushed = 0  # samples the session got (less than `received` when live pieces were dropped)
+        swap = None
+        with torch.inference_mode():
+            while True:
+                item = self._get(self._audio_q)
+                swap = self._apply_commands(swap)
+                if item is _END:
+                    if self._stop.is_set():
+                        return
+                    if received % per_frame:  # the last frame's audio ends inside a piece
+                        pending.append((received // per_frame, last_needed))
+                    t0 = time.perf_counter()
+                    motion = sess.finish(-(-pushed // per_frame))  # flush the lookahead with silence
+                    self.stats.student_s += time.perf_counter() - t0
+                    self.stats.student_frames += len(motion)
+                    if len(motion):
+                        self._emit(motion, pending, last_needed, swap)
+                    return
+                end = item.start + len(item.samples)
+                for f in range(max(item.start, received) // per_frame + 1, end // per_frame + 1):
+                    # frame f - 1's audio completed inside this piece: when its last sample was captured
+                    pending.append((f - 1, item.captured - (end - f * per_frame) / (per_frame * self.config.fps)))
+                received = end
+                pushed += len(item.samples)
+                last_needed = item.captured
+                t0 = time.perf_counter()
+                motion = sess.push_audio(item.samples)
+                if len(motion):
+                    self.stats.student_s += time.perf_counter() - t0
+                    self.stats.student_frames += len(motion)
+                    self._emit(motion, pending, last_needed, swap)
+                    swap = None
+
+    def _emit(self, motion: np.ndarray, pending: deque, needed: float, swap) -> None:
+        idx, cap = [], []
+        for _ in range(len(motion)):
+            if pending:
+                i, c = pending.popleft()
+            else:  # frames past the pushed audio (end of file padding)
+                i, c = (idx[-1] + 1 if idx else 0), (cap[-1] if cap else needed)
+            idx.append(i)
+            cap.append(c)
+        dropped = self._put(self._motion_q, (idx, cap, needed, motion, swap))
+        self.stats.dropped_frames += dropped * len(motion)
+
+    def _apply_commands(self, swap):
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return swap
+            kind = cmd[0]
+            if kind == "control":
+                self.session.set_control(cmd[1], cmd[2])
+            elif kind == "guidance":
+                self.session.set_guidance(cmd[1])
+            elif kind == "style":
+                self.session.set_identity(self.session.shape, cmd[1])
+            elif kind == "portrait":
+                self.session.set_identity(cmd[2], None)
+                swap = cmd[1]
+            elif kind == "reset":
+                self.session.reset()
+
+    def _render_loop(self) -> None:
+        self._threads_setting(self.config.render_threads)
+        with torch.inference_mode():
+            while True:
+                item = self._get(self._motion_q)
+                if item is _END:
+                    return
+                idx, cap, needed, motion, swap = item
+                if swap is not None:
+                    self.renderer = swap
+                # offline a whole chunk is drawn at once (cheaper per frame); live each frame goes out as
+                # soon as it is drawn (the chunk's first frame does not wait for the others)
+                step = 1 if self.live else len(motion)
+                for j0 in range(0, len(motion), step):
+                    t0 = time.perf_counter()
+                    images = self.renderer.render(motion[j0:j0 + step])
+                    self.stats.render_s += time.perf_counter() - t0
+                    self.stats.render_frames += len(images)
+                    out = time.monotonic()
+                    for j, image in enumerate(images, j0):
+                        frame = Frame(idx[j], image, motion[j], cap[j], needed, out)
+                        self.stats.frames += 1
+                        self.stats.latency.append(frame.latency)
+                        self.stats.processing.append(frame.processing)
+                        for s in self.sinks:
+                            s.write_frame(frame)
+
+
+def _rate(source) -> int:
+    from engine.audio.io import SAMPLE_RATE
+
+    return getattr(source, "sample_rate", SAMPLE_RATE)
