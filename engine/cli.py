@@ -170,6 +170,37 @@ class Live:
 
 
 @dataclass
+class Export:
+    """Export the live networks to ONNX: the student's chunk step (KV cache as explicit inputs/outputs,
+    dynamic batch) and the refiner; with --tensorrt also build their FP16 TensorRT engines (NVIDIA GPU)."""
+
+    out: Path = Path("export")
+    student: Path | None = None
+    """Student model folder (default: the shipped one)."""
+    steps: int = 1
+    """Denoising steps baked into the student's graph (1, 2 or 4)."""
+    tensorrt: bool = False
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.models.loading import load_refiner, load_student
+        from engine.runtime.export import export_refiner, export_student_step
+
+        if self.steps not in (1, 2, 4):
+            raise ValueError(f"--steps is 1, 2 or 4, got {self.steps}")
+        files = [export_student_step(load_student(self.student or paths.student_dir()), self.out / "student_step.onnx",
+                                     self.steps),
+                 export_refiner(load_refiner(paths.refiner_dir()), self.out / "refiner.onnx")]
+        if self.tensorrt:
+            from engine.runtime.tensorrt import build_engine
+
+            files += [build_engine(f, self.out / "tensorrt") for f in files]
+        for f in files:
+            log.info("Wrote %s (%.1f MB)", f, f.stat().st_size / 1e6)
+        return 0
+
+
+@dataclass
 class Mics:
     """List the microphones (input devices) by name, the default first."""
 
@@ -587,7 +618,7 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
-COMMANDS = {"live": Live, "mics": Mics, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+COMMANDS = {"live": Live, "mics": Mics, "export": Export, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "refiner": DataRefiner},
                   "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,

@@ -23,3 +23,6 @@ class SessionConfig:
     tail_every: int = 1
     """Correct every Nth chunk (1 = all)."""
     seed: int = 0
+    backend: str = "auto"
+    """Where the student runs: auto (best available: tensorrt on an NVIDIA GPU, else onnxruntime, else torch),
+    torch, onnxruntime or tensorrt. A backend that fails falls back to the next, with the reason logged."""

@@ -78,3 +78,34 @@ class OnnxRefiner:
         feed = {"rendered": rendered.cpu().numpy(), "reference": reference.cpu().numpy(), "mask": mask.cpu().numpy(),
                 "motion": motion.cpu().float().numpy()}
         return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16) -> Path:
+    """Write the student's chunk step (engine.runtime.student_step.StudentStep: `steps` denoising passes +
+    the commit) as one ONNX file, the KV cache as explicit inputs and outputs; the batch of streams is
+    dynamic, cache sizes come from the model's config."""
+    from engine.models.sampling import conditions_for
+    from engine.runtime.student_step import CACHE_NAMES, INPUT_NAMES, OUTPUT_NAMES, StepCache, StudentStep
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    st = student.eval()
+    dev = next(st.parameters()).device
+    step = StudentStep(st, steps).eval()
+    cache = st.new_cache(conditions_for(st, torch.zeros(1, 1, st.config.dim, device=dev)))
+    t = StepCache.from_cache(cache).tensors
+    n = st.config.chunk
+    args = (torch.zeros(1, n, st.config.motion_dim, device=dev), torch.zeros(1, n, st.config.dim, device=dev),
+            torch.ones(1, device=dev), torch.tensor([float(st.config.sink_frames + 5)], device=dev), cache.fused,
+            cache.prefix_k, cache.prefix_v, *(t[k] for k in CACHE_NAMES))
+    b = torch.export.Dim("batch", min=1, max=max_batch)
+    axis = {"noise": 0, "tokens": 0, "guidance": 0, "fused": 0, "prefix_k": 1, "prefix_v": 1, "sink_k": 1,
+            "sink_v": 1, "sink_valid": 0, "win_k": 1, "win_v": 1, "win_valid": 0}
+    shapes = {name: ({axis[name]: b} if name in axis else None) for name in INPUT_NAMES}
+    with torch.no_grad():
+        program = torch.onnx.export(step, args, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                                    dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+    program.save(str(path))
+    log.info("Student step exported to %s (%d steps, chunk %d, window %d, sink %d)", path, steps, n,
+             st.config.window, st.config.sink_frames)
+    return path

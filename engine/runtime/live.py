@@ -51,6 +51,11 @@ class AvatarEngine:
         self.cache_dir = cache_dir
         self.require_skin = require_skin
         self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing)
+        self.step = None
+        if not self.session_config.tail_forcing:  # tail forcing runs the teacher in torch: the student stays there too
+            from engine.runtime.backends import StudentBackend
+
+            self.step = StudentBackend(self.models.student, self.session_config.backend, self.session_config.steps)
         self.pipeline: Pipeline | None = None
 
     def avatar(self, portrait: Path) -> Avatar:
@@ -66,7 +71,7 @@ class AvatarEngine:
         from engine.runtime.session import StudentSession
 
         student, corrector, schedule = self.models
-        sess = StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style)
+        sess = StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style, self.step)
         self.pipeline = Pipeline(source, sess, avatar.renderer, sinks, config)
         return self.pipeline
 

@@ -51,8 +51,10 @@ class StudentSession:
 
     def __init__(self, student: MotionStudent, config: SessionConfig | None = None,
                  corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
-                 shape: np.ndarray | None = None, style: str = "speaking") -> None:
+                 shape: np.ndarray | None = None, style: str = "speaking", step=None) -> None:
         self.student = student.eval()
+        self.step = step  # a backend's chunk step (engine.runtime.backends.StudentBackend); None: torch eager
+        self._runner = None
         self.config = cfg = config or SessionConfig()
         if cfg.tail_forcing and corrector is None:
             raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
@@ -97,6 +99,7 @@ class StudentSession:
 
     def reset(self) -> None:
         """Start the motion afresh (keeps identity, style, controls)."""
+        self._runner = None
         self.student.reset(self.cache)
         self.mel_front.reset()
         self.gen.manual_seed(self.config.seed)
@@ -176,7 +179,17 @@ class StudentSession:
             t_audio = self.corrector.audio_encoder(mel)
             if a > 0 and self._chunks % self.config.tail_every == 0:
                 correct = lambda x: self._correct(x, t_audio, ctrl, cmask)  # noqa: E731
-        x = st.generate_chunk(tokens, self.cache, self.config.steps, self.g, noise, correct)
+        if self.step is not None and correct is None and self.corrector is None and n == st.config.chunk:
+            if self._runner is None:
+                from engine.runtime.student_step import StepRunner
+
+                self._runner = StepRunner(self.step, self.cache)
+            x = self._runner.run(tokens, noise, self.g, self.cache)
+        else:
+            if self._runner is not None:  # continue in torch from the backend's cache (a short last chunk)
+                self._runner.state.write_back(self.cache, self.cache.frame)
+                self._runner = None
+            x = st.generate_chunk(tokens, self.cache, self.config.steps, self.g, noise, correct)
         for i in range(n):
             item = (x[:, i], None if t_audio is None else t_audio[:, i], ctrl[i], cmask[i])
             if a + i < st.config.sink_frames:
