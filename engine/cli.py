@@ -281,40 +281,53 @@ class Voices:
 
 @dataclass
 class Bench:
-    """Measure speed; prints one JSON line (fps, real-time factor, latency p50/p95 per stage).
+    """Measure speed; prints one JSON line.
 
-    --stage renderer: the renderer (+ refiner unless --no-refiner); refiner: the refiner alone per backend (torch,
-    onnxruntime); student: the streaming student session (audio in 40 ms pieces -> motion); pipeline: session +
-    renderer + refiner per chunk, one after the other (the live path's work per frame)."""
+    --stage pipeline (default): the live path as it runs (student stage || renderer + refiner stage, on
+    threads): fps and real-time factor at full speed, per-frame latency paced like a microphone (p50/p95),
+    per-stage ms, memory growth, and side by side in the same process the baselines (a bidirectional
+    chunked sampler with full CFG, and the teacher offline); --long-run-seconds 1000 adds a long run with
+    memory sampled every 50 s. serial: session + renderer + refiner per chunk, one after the other.
+    renderer: the renderer (+ refiner unless --no-refiner); refiner: the refiner alone per backend;
+    student: the streaming student session alone."""
 
     stage: str = "pipeline"
     portrait: Path | None = None
     frames: int = 250
     student: Path | None = None
-    """Student model folder (default: the shipped one)."""
+    """Student model folder (default: the shipped one; stages student and serial)."""
+    latency_seconds: float = 10.0
+    """Seconds of microphone-paced audio for the latency figures (pipeline; 0 skips)."""
+    baselines: bool = True
+    """Run the baselines side by side (pipeline)."""
+    long_run_seconds: float = 0.0
+    """Also run this many seconds of audio at full speed and report memory over time (pipeline)."""
     json: bool = True
-    """Print JSON (the only output format for now)."""
+    """Print JSON (the only output format)."""
     session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
     render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.bench import bench_refiner, bench_renderer, bench_stream, environment
+        from engine.eval.bench import bench_pipeline, bench_refiner, bench_renderer, bench_stream, environment
 
         _check_size(self.render.size)
         portrait = self.portrait or paths.default_portrait()
-        if self.stage == "renderer":
+        if self.stage == "pipeline":
+            out = bench_pipeline(portrait, self.render, self.session, self.frames, self.latency_seconds,
+                                 self.baselines, self.long_run_seconds, self.common.avatar_cache())
+        elif self.stage == "renderer":
             r = bench_renderer(portrait, self.render, frames=self.frames, cache_dir=self.common.avatar_cache())
             out = {"stage": "renderer", **dataclasses.asdict(r), **environment()}
         elif self.stage == "refiner":
             out = {"stage": "refiner", **bench_refiner(portrait, self.render, frames=self.frames,
                                                         cache_dir=self.common.avatar_cache()), **environment()}
-        elif self.stage in ("student", "pipeline"):
-            r = bench_stream(portrait, self.render if self.stage == "pipeline" else None, self.session, self.student,
+        elif self.stage in ("student", "serial"):
+            r = bench_stream(portrait, self.render if self.stage == "serial" else None, self.session, self.student,
                              frames=self.frames, cache_dir=self.common.avatar_cache())
             out = {"stage": self.stage, **dataclasses.asdict(r), **environment()}
         else:
-            raise ValueError(f"--stage is renderer, refiner, student or pipeline, got {self.stage!r}")
+            raise ValueError(f"--stage is pipeline, serial, renderer, refiner or student, got {self.stage!r}")
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
 

@@ -202,3 +202,221 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
                                "size": list(render.size) if render is not None else None},
                        refiner=renderer is not None and renderer.refiner is not None,
                        refiner_backend=renderer.refiner.backend if renderer is not None and renderer.refiner else None)
+
+
+# ------------------------------------------------------------------------------------------------
+# The live pipeline (`talkcam bench`, the default stage): throughput, live latency, memory, baselines.
+
+def _rss_mb() -> float:
+    """Resident memory now (Linux /proc; elsewhere the peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Probe:
+    """A sink sampling memory every `every` frames."""
+
+    name = "probe"
+
+    def __init__(self, every: int) -> None:
+        self.every, self.samples = every, []
+
+    def open(self, size, fps, sample_rate):
+        pass
+
+    def write_frame(self, frame):
+        if frame.index % self.every == 0:
+            self.samples.append((frame.index, _rss_mb()))
+
+    def write_audio(self, piece):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bench_audio(seconds: float, folder: Path) -> Path:
+    """The benchmark sentence (espeak-ng), repeated to `seconds`, as a WAV."""
+    from engine.audio.io import SAMPLE_RATE, resample
+    from engine.sinks.wav import write_wav
+
+    utt = EspeakTTS().synthesize(BENCH_TEXT)
+    a = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
+    n = int(seconds * SAMPLE_RATE)
+    path = folder / "bench.wav"
+    write_wav(path, np.tile(a, n // len(a) + 1)[:n], SAMPLE_RATE)
+    return path
+
+
+def bench_pipeline(portrait: Path, render: RendererConfig, session, frames: int = 250, latency_seconds: float = 10.0,
+                   baselines: bool = True, long_run_seconds: float = 0.0, cache_dir: Path | None = None) -> dict:
+    """The live path as it runs: the threaded pipeline (student stage || renderer + refiner stage).
+
+    - throughput: a file at full speed (`frames` frames): fps, real-time factor, ms per frame per stage,
+      memory growth over the run;
+    - latency: the same audio paced like a microphone for `latency_seconds`: per-frame latency from the
+      capture of the frame's audio to the frame out (p50/p95), and from the newest audio it needed;
+    - baselines in the same process on the same audio, each with the same renderer: a bidirectional
+      chunked sampler (the generalist teacher re-denoising the whole window every chunk, 4 steps with
+      full classifier-free guidance: 2 passes a step) and the teacher offline on the whole clip;
+    - long run (`long_run_seconds` > 0): that many seconds of audio at full speed, memory sampled every
+      50 s of audio.
+    """
+    import tempfile
+
+    from engine.audio.sources import FileSource
+    from engine.runtime.live import LIVE_PIECE, PIECE, AvatarEngine
+
+    fps = 25
+    out: dict = {"stage": "pipeline"}
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = _bench_audio(max(frames / fps, latency_seconds) + 1.0, Path(tmp))
+        engine = AvatarEngine(render, session, cache_dir=cache_dir)
+        avatar = engine.avatar(portrait)
+        # warm-up (first calls allocate, onnxruntime plans)
+        engine.pipeline_for(FileSource(wav, PIECE, max_seconds=1.0), avatar, []).run()
+        gc.collect()
+        rss0 = _rss_mb()
+        probe = _Probe(25)
+        pipe = engine.pipeline_for(FileSource(wav, PIECE, max_seconds=frames / fps), avatar, [probe])
+        t0 = time.perf_counter()
+        stats = pipe.run()
+        wall = time.perf_counter() - t0
+        gc.collect()
+        s = stats.summary()
+        out.update({"fps": stats.frames / wall, "rtf": wall / (stats.frames / fps), "frames": stats.frames,
+                    "size": list(render.size), "refiner": avatar.renderer.refiner is not None,
+                    "refiner_backend": avatar.renderer.refiner.backend if avatar.renderer.refiner else None,
+                    "backend": engine.step.name if engine.step is not None else "torch",
+                    "stages_ms_per_frame": {"student": round(s["student_ms_per_frame"], 3),
+                                            "renderer+refiner": round(s["render_ms_per_frame"], 3)},
+                    "memory_mb": {"start": round(rss0, 1), "end": round(_rss_mb(), 1),
+                                  "growth": round(_rss_mb() - rss0, 1)}})
+        if latency_seconds > 0:
+            pipe = engine.pipeline_for(FileSource(wav, LIVE_PIECE, realtime=True, max_seconds=latency_seconds),
+                                       avatar, [])
+            lstats = pipe.run()
+            ls = lstats.summary()
+            out.update({"latency_ms_p50": ls["latency_ms_p50"], "latency_ms_p95": ls["latency_ms_p95"],
+                        "processing_ms_p50": ls["processing_ms_p50"], "processing_ms_p95": ls["processing_ms_p95"],
+                        "live_dropped_frames": ls["dropped_frames"], "live_frames": ls["frames"],
+                        "algorithmic_latency_ms": _algorithmic_ms(engine)})
+        if baselines:
+            render_ms = s["render_ms_per_frame"]
+            out["baselines"] = {
+                "bidirectional_chunked_cfg": _baseline_chunked(engine, avatar, wav, frames, render_ms),
+                "teacher_offline": _baseline_teacher(engine, avatar, wav, frames, render_ms)}
+            for b in out["baselines"].values():
+                b["fps_ratio_vs_student"] = round(out["fps"] / b["fps"], 2)
+        if long_run_seconds > 0:
+            out["long_run"] = _long_run(engine, avatar, wav, long_run_seconds)
+    out.update(environment())
+    out["device"] = str(next(engine.models.student.parameters()).device)
+    return out
+
+
+def _algorithmic_ms(engine) -> dict:
+    st = engine.models.student
+    la = st.audio_encoder.config.lookahead
+    k = st.config.chunk
+    return {"first_frame_of_chunk": (k - 1 + la) * 40 + 15, "last_frame_of_chunk": la * 40 + 15}
+
+
+def _mel(wav: Path, frames: int) -> np.ndarray:
+    from engine.audio.features import log_mel
+    from engine.audio.io import load_audio
+
+    return log_mel(load_audio(wav)[: frames * 640])
+
+
+def _teacher(engine):
+    from engine import paths
+    from engine.models.loading import load_teacher
+
+    return load_teacher(paths.teachers_dir() / "generalist")
+
+
+def _baseline_chunked(engine, avatar, wav: Path, frames: int, render_ms: float, steps: int = 4,
+                      guidance: float = 3.0, window: int = 48) -> dict:
+    """Generalist teacher as a streaming sampler: every chunk of k frames, the whole window (the last
+    window - k frames as known context + the chunk) is sampled from noise in `steps` steps with full CFG
+    (2 passes a step), the audio encoder recomputed over it: no cache, nothing reused."""
+    from engine.models.sampling import Guidance, audio_embedding, conditions_for, sample
+
+    teacher = _teacher(engine)
+    k = engine.models.student.config.chunk
+    mel = _mel(wav, frames)
+    gen = torch.Generator().manual_seed(0)
+    out = torch.zeros(frames, teacher.config.motion_dim)
+    times = []
+    with torch.inference_mode():
+        for a in range(0, frames - k + 1, k):
+            t0 = time.perf_counter()
+            lo = max(0, a + k - window)
+            emb = audio_embedding(teacher, mel[lo * 4:(a + k) * 4], a + k - lo)  # recomputed every chunk
+            c = conditions_for(teacher, emb, avatar.shape)
+            c.context[0, : a - lo] = out[lo:a]
+            c.context_mask[0, : a - lo] = 1.0
+            x = sample(teacher, c, steps, Guidance(audio=guidance), gen)[0]
+            out[a:a + k] = x[a - lo:]
+            times.append(time.perf_counter() - t0)
+    return _baseline_figures(np.array(times) / k, k, render_ms, streaming=True, engine=engine,
+                             extra={"steps": steps, "passes_per_step": 2, "window": window})
+
+
+def _baseline_teacher(engine, avatar, wav: Path, frames: int, render_ms: float) -> dict:
+    """The generalist teacher offline on the whole clip (its own windows, 4 steps, CFG): the quality
+    reference; it cannot stream (the first frame needs the whole clip)."""
+    from engine.models.sampling import SampleConfig, generate
+
+    teacher = _teacher(engine)
+    mel = _mel(wav, frames)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        generate(teacher, mel, frames, SampleConfig(steps=4), shape=avatar.shape)
+        dt = time.perf_counter() - t0
+    motion_ms = 1e3 * dt / frames
+    total = motion_ms + render_ms
+    return {"fps": 1e3 / total, "rtf": total / 40.0, "motion_ms_per_frame": round(motion_ms, 3),
+            "latency_ms_p50": 1e3 * frames / 25 + 1e3 * dt, "latency_ms_p95": 1e3 * frames / 25 + 1e3 * dt,
+            "latency_note": "offline: the first frame waits for the whole clip", "steps": 4, "passes_per_step": 2}
+
+
+def _baseline_figures(motion_s_per_frame: np.ndarray, k: int, render_ms: float, streaming: bool, engine,
+                      extra: dict) -> dict:
+    motion_ms = 1e3 * float(motion_s_per_frame.mean())
+    total = motion_ms + render_ms  # one after the other, as the baseline has no pipeline of its own
+    chunk_ms = 1e3 * motion_s_per_frame * k + render_ms * k
+    alg = _algorithmic_ms(engine)
+    lat = np.concatenate([chunk_ms + alg["first_frame_of_chunk"], chunk_ms + alg["last_frame_of_chunk"]])
+    keeps_up = total < 40.0
+    return {"fps": 1e3 / total, "rtf": total / 40.0, "motion_ms_per_frame": round(motion_ms, 3),
+            "latency_ms_p50": float(np.percentile(lat, 50)) if keeps_up else float("inf"),
+            "latency_ms_p95": float(np.percentile(lat, 95)) if keeps_up else float("inf"),
+            "latency_note": "if it kept up with real time" if keeps_up else
+            "slower than real time: live latency grows without bound", **extra}
+
+
+def _long_run(engine, avatar, wav: Path, seconds: float) -> dict:
+    from engine.audio.sources import FileSource
+    from engine.runtime.live import PIECE
+    from engine.sinks.bus import FrameBus
+
+    probe = _Probe(25 * 50)
+    pipe = engine.pipeline_for(FileSource(wav, PIECE, max_seconds=seconds, loop=True), avatar, [FrameBus(), probe])
+    t0 = time.perf_counter()
+    stats = pipe.run()
+    wall = time.perf_counter() - t0
+    rss = [m for _, m in probe.samples]
+    settled = rss[2:] if len(rss) > 4 else rss  # after the first 100 s
+    slope = float(np.polyfit(np.arange(len(settled)) * 50.0, settled, 1)[0]) if len(settled) > 1 else 0.0
+    return {"audio_seconds": seconds, "frames": stats.frames, "fps": stats.frames / wall, "wall_seconds": wall,
+            "rss_mb_every_50s": [round(m, 1) for m in rss],
+            "growth_mb_after_100s": round(settled[-1] - settled[0], 1) if settled else 0.0,
+            "slope_mb_per_1000s": round(slope * 1000, 2)}

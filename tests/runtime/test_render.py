@@ -53,7 +53,7 @@ def test_cli_render_and_its_errors(tmp_path, session_cache, portraits_dir, data_
     assert rc == 2 and "1, 2 or 4" in caplog.text
 
 
-@pytest.mark.parametrize("stage", ["student", "pipeline"])
+@pytest.mark.parametrize("stage", ["student", "serial"])
 def test_cli_bench_stream_prints_json(capsys, session_cache, portraits_dir, stage):
     rc = main(["bench", "--stage", stage, "--frames", "24", "--portrait", str(portraits_dir / "lp_s42.jpg"),
                "--cache-dir", str(session_cache), "--size", "128", "128", "--steps", "1"])
@@ -66,10 +66,34 @@ def test_cli_bench_stream_prints_json(capsys, session_cache, portraits_dir, stag
     assert data["rtf"] == pytest.approx(25 / data["fps"], rel=0.01)
     assert set(data["stages_ms_per_frame"]) == ({"student"} if stage == "student" else
                                                 {"student", "renderer", "refiner"})
-    assert data["refiner"] == (stage == "pipeline")
-    if stage == "pipeline":
+    assert data["refiner"] == (stage == "serial")
+    if stage == "serial":
         assert data["refiner_backend"] in ("onnxruntime", "torch") and data["stages_ms_per_frame"]["refiner"] > 0
     assert data["algorithmic_latency_ms"] == pytest.approx(1000 * (3 + 2) / 25)
+
+
+def test_cli_bench_pipeline_with_baselines(capsys, session_cache, portraits_dir):
+    """The default bench: the threaded live path, live latency, memory, and the baselines side by side."""
+    rc = main(["bench", "--frames", "30", "--latency-seconds", "2", "--portrait", str(portraits_dir / "lp_s42.jpg"),
+               "--cache-dir", str(session_cache), "--size", "128", "128"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    d = json.loads(lines[0])
+    assert d["stage"] == "pipeline" and d["frames"] == 30 and d["size"] == [128, 128] and d["refiner"] is True
+    assert d["rtf"] == pytest.approx(25 / d["fps"], rel=0.01)
+    assert d["backend"] in ("onnxruntime", "torch") and d["device"] == "cpu"
+    assert d["latency_ms_p95"] >= d["latency_ms_p50"] > d["processing_ms_p50"] > 0
+    assert d["live_frames"] >= 45
+    assert set(d["stages_ms_per_frame"]) == {"student", "renderer+refiner"}
+    assert {"start", "end", "growth"} <= set(d["memory_mb"])
+    base = d["baselines"]
+    assert set(base) == {"bidirectional_chunked_cfg", "teacher_offline"}
+    for b in base.values():
+        assert b["fps"] > 0 and b["passes_per_step"] == 2 and b["motion_ms_per_frame"] > 0
+    # recomputing the window with 4 x 2 teacher passes per chunk costs more than the student's one pass
+    assert base["bidirectional_chunked_cfg"]["motion_ms_per_frame"] > d["stages_ms_per_frame"]["student"]
+    assert base["teacher_offline"]["latency_ms_p50"] > 1200  # waits for the whole 1.2 s clip
 
 
 def test_cli_bench_refiner_per_backend(capsys, session_cache, portraits_dir):
