@@ -42,15 +42,25 @@ class Avatar:
 class AvatarEngine:
     def __init__(self, render: RendererConfig | None = None, session: SessionConfig | None = None,
                  student_dir: Path | None = None, style: str = "speaking", cache_dir: Path | None = None,
-                 require_skin: bool = True) -> None:
+                 require_skin: bool = True, device: str = "auto") -> None:
+        import torch
+
         from engine.runtime.session import load_session_models
 
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.render_config = render or RendererConfig()
         self.session_config = session or SessionConfig()
         self.style = style
         self.cache_dir = cache_dir
         self.require_skin = require_skin
-        self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing)
+        try:
+            self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing,
+                                              device=self.device)
+        except torch.OutOfMemoryError as exc:
+            log.warning("GPU out of memory (%s): running on the CPU instead (slower)", exc)
+            self.device = "cpu"
+            torch.cuda.empty_cache()
+            self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing)
         self.step = None
         if not self.session_config.tail_forcing:  # tail forcing runs the teacher in torch: the student stays there too
             from engine.runtime.backends import StudentBackend
@@ -60,12 +70,20 @@ class AvatarEngine:
 
     def avatar(self, portrait: Path) -> Avatar:
         """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
+        import torch
+
         from engine.eval.evaluate import portrait_shape
         from engine.face import frame_avatar, prepare_avatar
 
         framed = frame_avatar(prepare_avatar(portrait, cache_dir=self.cache_dir, require_skin=self.require_skin),
                               self.render_config.size)
-        return Avatar(Path(portrait), AvatarRenderer(framed, self.render_config), portrait_shape(framed))
+        try:
+            renderer = AvatarRenderer(framed, self.render_config, device=self.device)
+        except torch.OutOfMemoryError as exc:  # the student stays where it is; the renderer moves to the CPU
+            log.warning("GPU out of memory for the renderer (%s): rendering on the CPU instead (slower)", exc)
+            torch.cuda.empty_cache()
+            renderer = AvatarRenderer(framed, self.render_config, device="cpu")
+        return Avatar(Path(portrait), renderer, portrait_shape(framed))
 
     def pipeline_for(self, source, avatar: Avatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
         from engine.runtime.session import StudentSession

@@ -133,7 +133,7 @@ class Pipeline:
         self.config = cfg = config or PipelineConfig()
         self.live = source.live if cfg.live is None else cfg.live
         self.stats = PipelineStats()
-        self._audio_q: queue.Queue = queue.Queue(maxsize=4 * cfg.queue_chunks * session.student.config.chunk)
+        self._audio_q: queue.Queue = queue.Queue(maxsize=4 * cfg.queue_chunks * session.chunk)
         self._motion_q: queue.Queue = queue.Queue(maxsize=cfg.queue_chunks)
         self._commands: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -293,6 +293,10 @@ class Pipeline:
 
     def _student_loop(self) -> None:
         self._threads_setting(self.config.student_threads)
+        with _own_stream(self.session.device):  # on a GPU each stage queues work on its own CUDA stream
+            self._student_stage()
+
+    def _student_stage(self) -> None:
         sess = self.session
         per_frame = _rate(self.source) // self.config.fps  # audio samples per video frame
         pending: deque = deque()  # (frame index, capture time) of frames whose audio is in, not yet generated
@@ -364,7 +368,7 @@ class Pipeline:
 
     def _render_loop(self) -> None:
         self._threads_setting(self.config.render_threads)
-        with torch.inference_mode():
+        with _own_stream(getattr(self.renderer, "device", "cpu")), torch.inference_mode():
             while True:
                 item = self._get(self._motion_q)
                 if item is _END:
@@ -388,6 +392,16 @@ class Pipeline:
                         self.stats.processing.append(frame.processing)
                         for s in self.sinks:
                             s.write_frame(frame)
+
+
+def _own_stream(device):
+    """A CUDA stream of the calling stage's own on a GPU (so the student's and the renderer's kernels overlap);
+    nothing on the CPU."""
+    import contextlib
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.stream(torch.cuda.Stream(device=device))
+    return contextlib.nullcontext()
 
 
 def _rate(source) -> int:

@@ -115,6 +115,11 @@ class StudentSession:
 
     # -- input ----------------------------------------------------------------------------------
     @property
+    def chunk(self) -> int:
+        """Frames generated together."""
+        return self.student.config.chunk
+
+    @property
     def frames_done(self) -> int:
         return self._frame
 
