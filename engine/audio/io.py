@@ -21,9 +21,10 @@ class AudioError(ValueError):
     """The audio could not be read; the message names the file and the fix."""
 
 
-def load_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """Decode `path` (WAV in any PCM/float/extensible format, MP3, FLAC, OGG, M4A, or a video's audio
-    track) to mono float32 in [-1, 1] at `sample_rate`."""
+def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE):
+    """Decode `path` incrementally: mono float32 blocks at `sample_rate` (libswresample, no seams). Raises
+    AudioError with the fix for a missing, empty, unreadable or silent file; corrupt data after the start
+    ends the stream early with a warning."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"Audio file {path} does not exist.")
@@ -35,7 +36,6 @@ def load_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
-    chunks: list[np.ndarray] = []
     total = 0
     with container:
         if not container.streams.audio:
@@ -44,19 +44,32 @@ def load_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         try:
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    total += chunks[-1].size
-                if total > max_seconds * sample_rate:
-                    raise AudioError(f"{path} is longer than {max_seconds / 3600:.0f} hours; split it first.")
+                    a = out.to_ndarray().reshape(-1)
+                    total += a.size
+                    yield a
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                a = out.to_ndarray().reshape(-1)
+                total += a.size
+                yield a
         except av.error.FFmpegError as exc:
-            if not chunks:
+            if not total:
                 raise AudioError(f"{path}: the audio data is corrupt ({exc}).") from exc
             log.warning("%s: decoding stopped early (%s); using the first %.1f s", path, exc, total / sample_rate)
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if audio.size == 0:
+    if not total:
         raise AudioError(f"{path} contains no audio samples.")
+
+
+def load_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Decode `path` (WAV in any PCM/float/extensible format, MP3, FLAC, OGG, M4A, or a video's audio
+    track) to mono float32 in [-1, 1] at `sample_rate`."""
+    chunks: list[np.ndarray] = []
+    total = 0
+    for a in iter_audio(path, sample_rate):
+        chunks.append(a)
+        total += a.size
+        if total > max_seconds * sample_rate:
+            raise AudioError(f"{path} is longer than {max_seconds / 3600:.0f} hours; split it first.")
+    audio = np.concatenate(chunks).astype(np.float32)
     if not np.isfinite(audio).all():
         raise AudioError(f"{path} contains invalid (NaN/inf) samples.")
     return np.clip(audio, -1.0, 1.0)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import av
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE, AudioError
+from engine.audio.io import SAMPLE_RATE, iter_audio
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,6 @@ class FileSource:
         self.samples_read = 0
 
     def open(self) -> None:
-        _check_file(self.path)
         self._opened = True
         self._it = self._decode()
         first = next(self._it, None)  # a bad file fails here, in the caller, with its message
@@ -79,32 +77,7 @@ class FileSource:
 
     def _decode(self) -> Iterator[np.ndarray]:
         while True:
-            try:
-                container = av.open(str(self.path))
-            except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-                raise AudioError(f"Cannot read {self.path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video "
-                                 "with sound.") from exc
-            got = 0
-            with container:
-                if not container.streams.audio:
-                    raise AudioError(f"{self.path} has no audio track. Give the sound separately.")
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-                try:
-                    for frame in container.decode(audio=0):
-                        for out in resampler.resample(frame):
-                            a = out.to_ndarray().reshape(-1)
-                            got += a.size
-                            yield a
-                    for out in resampler.resample(None):
-                        a = out.to_ndarray().reshape(-1)
-                        got += a.size
-                        yield a
-                except av.error.FFmpegError as exc:
-                    if not got:
-                        raise AudioError(f"{self.path}: the audio data is corrupt ({exc}).") from exc
-                    log.warning("%s: decoding stopped early (%s) after %.1f s", self.path, exc, got / SAMPLE_RATE)
-            if not got:
-                raise AudioError(f"{self.path} contains no audio samples.")
+            yield from iter_audio(self.path)
             if not self.loop:
                 return
 
@@ -142,12 +115,3 @@ class FileSource:
     def close(self) -> None:
         self._it = None
         self._opened = False
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioError(f"Audio file {path} does not exist.")
-    if path.is_dir():
-        raise AudioError(f"{path} is a folder; give an audio or video file.")
-    if path.stat().st_size == 0:
-        raise AudioError(f"Audio file {path} is empty (0 bytes).")

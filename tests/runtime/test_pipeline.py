@@ -50,7 +50,7 @@ def test_streaming_equals_offline(engine, avatar):
     sink = Collect()
     engine.pipeline_for(FileSource(SAMPLE, 640, max_seconds=3.0), avatar, [sink]).run()
     student, corrector, schedule = engine.models
-    sess = StudentSession(student, engine.session_config, corrector, schedule, avatar.shape)
+    sess = StudentSession(student, engine.session_config, corrector, schedule, avatar.shape, step=engine.step)
     audio = load_audio(SAMPLE)[: 3 * 16000]
     with torch.inference_mode():
         motion = np.concatenate(list(sess.stream(audio, 640, 75)))
