@@ -118,7 +118,7 @@ class Live:
     a virtual webcam (--virtualcam) and recorded (--record OUT.mp4). Ctrl-C stops cleanly."""
 
     no_gui: bool = False
-    """Run without a window (the only mode of this build; the desktop app adds the window)."""
+    """Run without a window (also the default where there is no display)."""
     mic: str | None = None
     """Microphone name or a unique part of it (see `talkcam mics`). Default: the system's default input."""
     audio: Path | None = None
@@ -137,20 +137,34 @@ class Live:
     """Stop after this many seconds (0: until Ctrl-C)."""
     style: str = "speaking"
     skin_check: bool = True
+    screenshot: Path | None = None
+    """Window mode: save a screenshot of the window after --seconds of frames, then quit."""
+    settings_file: Path | None = None
+    """Window mode: keep the settings in this .ini file instead of the system's store."""
     session: Annotated[SessionConfig, Flat] = field(default_factory=SessionConfig)
     render: Annotated[RendererConfig, Flat] = field(default_factory=RendererConfig)
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
+        import os
+
+        if not self.no_gui and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform
+                                in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
+            from app.main import run_app
+
+            return run_app(self.audio, self.portrait, self.settings_file, self.common.avatar_cache(),
+                           autostart=self.audio is not None, screenshot=self.screenshot, seconds=self.seconds)
+        if not self.no_gui:
+            log.info("No display: running headless (--no-gui)")
+        return self._headless()
+
+    def _headless(self) -> int:
         from engine.audio.mic import MicSource
         from engine.audio.sources import FileSource
         from engine.runtime.live import LIVE_PIECE, AvatarEngine, run_headless
         from engine.sinks.recorder import RecorderSink
         from engine.sinks.virtualcam import VirtualCamSink
 
-        if not self.no_gui:
-            raise ValueError("This build has no desktop window yet: run `talkcam live --no-gui` (add --virtualcam "
-                             "and/or --record OUT.mp4 to see the avatar).")
         _check_size(self.render.size)
         if self.audio is not None and self.mic is not None:
             raise ValueError("Give --mic or --audio, not both.")

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Set up (first run) and run talkcam. The desktop window arrives with the GUI; until then, and
-# on any machine without a display, this renders the bundled portrait speaking the bundled sample
-# (assets/samples/hello.wav) through the live path: the shipped student, streamed chunk by chunk.
+# Set up (first run) and run talkcam: the desktop window where there is a display (microphone ->
+# live avatar, virtual webcam, recording); on a machine without a display, a headless render of the
+# bundled portrait speaking the bundled sample (assets/samples/hello.wav) through the same live
+# pipeline, to out/talkcam_hello.mp4. Extra arguments go to `talkcam live` / `talkcam render`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/installers/setup.sh"
 cd "$ROOT"
-OUT="${TALKCAM_OUT:-$ROOT/out/talkcam_hello.mp4}"
-if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
-  echo "[run] (the desktop window is not built yet; rendering the demo video instead)" >&2
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${TALKCAM_HEADLESS:-}" ]; then
+  exec "$ROOT/.venv/bin/talkcam" live "$@"
 fi
+OUT="${TALKCAM_OUT:-$ROOT/out/talkcam_hello.mp4}"
 "$ROOT/.venv/bin/talkcam" render --audio "$ROOT/assets/samples/hello.wav" --out "$OUT" "$@"
-echo "[run] video written to: $OUT" >&2
+echo "[run] no display: rendered the demo video to: $OUT" >&2

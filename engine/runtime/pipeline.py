@@ -101,17 +101,23 @@ class PipelineStats:
     """Audio pieces the student skipped because it fell behind (live only)."""
     started: float = 0.0
     latency: deque = field(default_factory=lambda: deque(maxlen=5000))
+    out_times: deque = field(default_factory=lambda: deque(maxlen=5000))
     processing: deque = field(default_factory=lambda: deque(maxlen=5000))
     student_s: float = 0.0
     render_s: float = 0.0
     render_frames: int = 0
     student_frames: int = 0
 
-    def summary(self) -> dict:
-        lat = np.array(self.latency) * 1e3 if self.latency else np.zeros(1)
-        proc = np.array(self.processing) * 1e3 if self.processing else np.zeros(1)
+    def summary(self, last: int = 0) -> dict:
+        """Totals; with `last`, fps and latencies over the last `last` frames (what the status bar shows)."""
+        lat = np.array(self.latency)[-last:] * 1e3 if self.latency else np.zeros(1)
+        proc = np.array(self.processing)[-last:] * 1e3 if self.processing else np.zeros(1)
         wall = max(time.monotonic() - self.started, 1e-9) if self.started else 1e-9
-        return {"frames": self.frames, "fps": self.frames / wall, "dropped_frames": self.dropped_frames,
+        fps = self.frames / wall
+        if last and len(self.out_times) > 1:
+            t = list(self.out_times)[-last:]
+            fps = (len(t) - 1) / max(t[-1] - t[0], 1e-9)
+        return {"frames": self.frames, "fps": fps, "dropped_frames": self.dropped_frames,
                 "dropped_audio_pieces": self.dropped_audio,
                 "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p95": float(np.percentile(lat, 95)),
                 "processing_ms_p50": float(np.percentile(proc, 50)),
@@ -159,6 +165,22 @@ class Pipeline:
 
     def reset_motion(self) -> None:
         self._commands.put(("reset",))
+
+    muted = False
+    """Live mute: the microphone's audio is replaced by silence (the avatar rests; a recording stays silent)."""
+
+    def add_sink(self, sink: Sink) -> None:
+        """Attach a sink to the running pipeline (e.g. start recording): it gets the next frames."""
+        sink.open(self.renderer.config.size, self.config.fps, _rate(self.source))
+        self.sinks = self.sinks + [sink]  # the stage threads iterate over the list they took: swap it whole
+        self._opened.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Detach and close a sink (e.g. stop recording) while the avatar keeps running."""
+        if sink in self.sinks:
+            self.sinks = [s for s in self.sinks if s is not sink]
+            self._opened.remove(sink)
+            sink.close()
 
     # -- running --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -287,6 +309,8 @@ class Pipeline:
             piece = self.source.read()
             if piece is None:
                 break
+            if self.muted:
+                piece = Piece(np.zeros_like(piece.samples), piece.start, piece.captured)
             for s in self.sinks:
                 s.write_audio(piece)
             self.stats.dropped_audio += self._put(self._audio_q, piece)
@@ -390,6 +414,7 @@ class Pipeline:
                         self.stats.frames += 1
                         self.stats.latency.append(frame.latency)
                         self.stats.processing.append(frame.processing)
+                        self.stats.out_times.append(out)
                         for s in self.sinks:
                             s.write_frame(frame)
 
