@@ -45,8 +45,8 @@ def test_virtual_microphone_frames_reach_the_preview(qtbot, make_window, setting
     finally:
         player.kill()
     qtbot.mouseClick(win.start_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: win.vm.state == "stopped", timeout=30_000)
-    assert win.start_btn.text() == "Start" and not win.record_btn.isEnabled()
+    qtbot.waitUntil(lambda: win.start_btn.text() == "Start", timeout=30_000)  # the queued state signal arrived
+    assert win.vm.state == "stopped" and not win.record_btn.isEnabled()
 
 
 def test_portrait_switches_live_without_stopping(qtbot, make_window, portraits_dir):
@@ -210,6 +210,6 @@ def test_view_model_alone_drives_the_engine(qtbot, settings, session_cache):
     qtbot.waitUntil(lambda: vm.level.level_db < -60, timeout=5_000)  # silence reaches the pipeline
     assert settings.muted
     vm.stop()
-    qtbot.waitUntil(lambda: vm.state == "stopped", timeout=30_000)
+    qtbot.waitUntil(lambda: states[-1:] == ["stopped"], timeout=30_000)  # signals arrive queued, in order
     assert states == ["starting", "running", "stopping", "stopped"]
     vm.close()
