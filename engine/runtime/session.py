@@ -45,45 +45,31 @@ class SessionModels(NamedTuple):
     schedule: GuidanceSchedule | None
 
 
-class StudentSession:
-    """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
-    (engine.motion units)."""
+class MelChunker:
+    """The audio side of a streaming motion session, shared by the student and the benchmark's baseline
+    (engine.eval.baselines): samples -> log-mel rows (`StreamingLogMel`) -> `_chunk(n)` as soon as a
+    chunk's audio plus the encoder's lookahead is in; `finish` pads the end with silence; frame controls
+    held until released. A subclass sets `chunk` and `motion_dim`, calls `_init_mel(encoder)`, and
+    implements `_chunk(n)` (which advances `_frame`), reading the encoder's input with `_mel_rows` and
+    dropping rows no chunk needs any more with `_drop_mel_before`."""
 
-    def __init__(self, student: MotionStudent, config: SessionConfig | None = None,
-                 corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
-                 shape: np.ndarray | None = None, style: str = "speaking", step=None) -> None:
-        self.student = student.eval()
-        self.step = step  # a backend's chunk step (engine.runtime.backends.StudentBackend); None: torch eager
-        self._runner = None
-        self.config = cfg = config or SessionConfig()
-        if cfg.tail_forcing and corrector is None:
-            raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
-        self.corrector = corrector.eval() if corrector is not None and cfg.tail_forcing else None
-        self.schedule = schedule
-        enc = student.audio_encoder
-        self.past, self.lookahead = enc.context()
-        self.mpf = enc.config.mels_per_frame
-        self.device = next(student.parameters()).device
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.g = torch.tensor([float(cfg.guidance)], device=self.device)
+    chunk: int
+    motion_dim: int
+
+    def _init_mel(self, encoder) -> None:
+        self.past, self.lookahead = encoder.context()
+        self.mpf = encoder.config.mels_per_frame
+        self.n_mels = encoder.config.n_mels
         self.mel_front = StreamingLogMel(MelConfig())
         self.controls = np.zeros(N_CONTROLS, np.float32)
         self.control_mask = np.zeros(N_CONTROLS, np.float32)
-        self.shape, self.style = shape, style
-        self.cache = student.new_cache(self._identity())
-        self._reset_stream()
+        self._reset_mel()
 
-    # -- control --------------------------------------------------------------------------------
-    def set_identity(self, shape: np.ndarray | None = None, style: str | None = None) -> None:
-        """Switch portrait (its face shape) and/or style prompt without restarting the stream."""
-        self.shape = shape
-        self.style = self.style if style is None else style
-        self.student.set_identity(self.cache, self._identity())
-
-    def _identity(self):
-        """Conditions carrying the current face shape and style (what the cache's prefix is made of)."""
-        return conditions_for(self.student, torch.zeros(1, 1, self.student.config.dim, device=self.device),
-                              self.shape, self.style)
+    def _reset_mel(self) -> None:
+        self.mel_front.reset()
+        self._mel = np.full((self.past * self.mpf, self.n_mels), SILENCE, np.float32)  # silence before the start
+        self._mel_start = -self.past  # video frame of the buffer's first row group
+        self._frame = 0  # next frame to generate
 
     def set_control(self, name: str, value: float | None) -> None:
         """Hold a frame control (smile, blink, gazeX, gazeY, yaw, pitch, roll, speak) from now on;
@@ -93,31 +79,6 @@ class StudentSession:
         i = CONTROL_NAMES.index(name)
         self.controls[i] = 0.0 if value is None else float(value)
         self.control_mask[i] = 0.0 if value is None else 1.0
-
-    def set_guidance(self, scale: float) -> None:
-        self.g = torch.tensor([float(scale)], device=self.device)
-
-    def reset(self) -> None:
-        """Start the motion afresh (keeps identity, style, controls)."""
-        self._runner = None
-        self.student.reset(self.cache)
-        self.mel_front.reset()
-        self.gen.manual_seed(self.config.seed)
-        self._reset_stream()
-
-    def _reset_stream(self) -> None:
-        self._mel = np.full((self.past * self.mpf, self.student.audio_encoder.config.n_mels), SILENCE, np.float32)
-        self._mel_start = -self.past  # video frame of the buffer's first row group
-        self._frame = 0  # next frame to generate
-        self._chunks = 0
-        self._sink: list[tuple] = []
-        self._recent: deque = deque(maxlen=self.config.tail_context)
-
-    # -- input ----------------------------------------------------------------------------------
-    @property
-    def chunk(self) -> int:
-        """Frames generated together."""
-        return self.student.config.chunk
 
     @property
     def frames_done(self) -> int:
@@ -131,10 +92,9 @@ class StudentSession:
         if len(mel):
             self._mel = np.concatenate([self._mel, np.asarray(mel, np.float32)])
         out = []
-        k = self.student.config.chunk
-        while self._available() >= self._frame + k + self.lookahead:
-            out.append(self._chunk(k))
-        return np.concatenate(out) if out else np.zeros((0, self.student.config.motion_dim), np.float32)
+        while self._available() >= self._frame + self.chunk + self.lookahead:
+            out.append(self._chunk(self.chunk))
+        return np.concatenate(out) if out else np.zeros((0, self.motion_dim), np.float32)
 
     def finish(self, n_frames: int | None = None) -> np.ndarray:
         """End of the clip: flush the mel front end, pad with silence, and generate up to `n_frames`
@@ -142,12 +102,11 @@ class StudentSession:
         clip starts with `reset()`."""
         out = [self.push_mel(self.mel_front.finish())]
         total = self._available() if n_frames is None else n_frames
-        k = self.student.config.chunk
         while self._frame < total:
-            n = min(k, total - self._frame)
+            n = min(self.chunk, total - self._frame)
             need = self._frame + n + self.lookahead - self._available()
             if need > 0:
-                self._mel = np.concatenate([self._mel, np.full((need * self.mpf, self._mel.shape[1]), SILENCE, np.float32)])
+                self._mel = np.concatenate([self._mel, np.full((need * self.mpf, self.n_mels), SILENCE, np.float32)])
             out.append(self._chunk(n))
         return np.concatenate(out)
 
@@ -166,13 +125,80 @@ class StudentSession:
         """Video frames of mel received (buffer start + whole frames in it)."""
         return self._mel_start + len(self._mel) // self.mpf
 
+    def _mel_rows(self, first: int, count: int) -> np.ndarray:
+        """The encoder's input for frames [first, first + count): rows from its past context to its lookahead."""
+        r0 = (first - self.past - self._mel_start) * self.mpf
+        return self._mel[r0: r0 + (self.past + count + self.lookahead) * self.mpf]
+
+    def _drop_mel_before(self, frame: int) -> None:
+        keep = frame - self._mel_start
+        if keep > 0:
+            self._mel = self._mel[keep * self.mpf:]
+            self._mel_start += keep
+
+    def _chunk(self, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class StudentSession(MelChunker):
+    """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
+    (engine.motion units)."""
+
+    def __init__(self, student: MotionStudent, config: SessionConfig | None = None,
+                 corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
+                 shape: np.ndarray | None = None, style: str = "speaking", step=None) -> None:
+        self.student = student.eval()
+        self.step = step  # a backend's chunk step (engine.runtime.backends.StudentBackend); None: torch eager
+        self._runner = None
+        self.config = cfg = config or SessionConfig()
+        if cfg.tail_forcing and corrector is None:
+            raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
+        self.corrector = corrector.eval() if corrector is not None and cfg.tail_forcing else None
+        self.schedule = schedule
+        self.chunk = student.config.chunk
+        self.motion_dim = student.config.motion_dim
+        self.device = next(student.parameters()).device
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.g = torch.tensor([float(cfg.guidance)], device=self.device)
+        self._init_mel(student.audio_encoder)
+        self.shape, self.style = shape, style
+        self.cache = student.new_cache(self._identity())
+        self._reset_stream()
+
+    # -- control --------------------------------------------------------------------------------
+    def set_identity(self, shape: np.ndarray | None = None, style: str | None = None) -> None:
+        """Switch portrait (its face shape) and/or style prompt without restarting the stream."""
+        self.shape = shape
+        self.style = self.style if style is None else style
+        self.student.set_identity(self.cache, self._identity())
+
+    def _identity(self):
+        """Conditions carrying the current face shape and style (what the cache's prefix is made of)."""
+        return conditions_for(self.student, torch.zeros(1, 1, self.student.config.dim, device=self.device),
+                              self.shape, self.style)
+
+    def set_guidance(self, scale: float) -> None:
+        self.g = torch.tensor([float(scale)], device=self.device)
+
+    def reset(self) -> None:
+        """Start the motion afresh (keeps identity, style, controls)."""
+        self._runner = None
+        self.student.reset(self.cache)
+        self.gen.manual_seed(self.config.seed)
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self._reset_mel()
+        self._chunks = 0
+        self._sink: list[tuple] = []
+        self._recent: deque = deque(maxlen=self.config.tail_context)
+
     # -- one chunk ------------------------------------------------------------------------------
     @torch.no_grad()
     def _chunk(self, n: int) -> np.ndarray:
         st, dev = self.student, self.device
         a = self._frame
-        r0 = (a - self.past - self._mel_start) * self.mpf
-        mel = torch.from_numpy(self._mel[r0: r0 + (self.past + n + self.lookahead) * self.mpf])[None].to(dev)
+        mel = torch.from_numpy(self._mel_rows(a, n))[None].to(dev)
         audio = st.audio_encoder(mel)  # [1, n, D]
         ctrl = np.repeat(self.controls[None], n, 0)
         cmask = np.repeat(self.control_mask[None], n, 0)
@@ -203,10 +229,7 @@ class StudentSession:
                 self._recent.append(item)
         self._frame += n
         self._chunks += 1
-        keep = (self._frame - self.past) - self._mel_start  # drop mel no longer needed
-        if keep > 0:
-            self._mel = self._mel[keep * self.mpf:]
-            self._mel_start += keep
+        self._drop_mel_before(self._frame - self.past)
         return st.from_model(x[0]).cpu().numpy().astype(np.float32)
 
     def _correct(self, x: torch.Tensor, t_audio: torch.Tensor, ctrl: np.ndarray, cmask: np.ndarray) -> torch.Tensor:
