@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.settings import Settings, user_portraits_dir
 from engine import paths
+from engine.runtime.pipeline import SinkBase
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class GalleryModel(QObject):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class LevelSink:
+class LevelSink(SinkBase):
     """Microphone level (RMS in dBFS) for the meter, from the audio the pipeline reads."""
 
     name = "level"
@@ -121,19 +122,10 @@ class LevelSink:
     def __init__(self) -> None:
         self.level_db = -90.0
 
-    def open(self, size, fps, sample_rate) -> None:
-        pass
-
-    def write_frame(self, frame) -> None:
-        pass
-
     def write_audio(self, piece) -> None:
         rms = float(np.sqrt(np.mean(piece.samples.astype(np.float64) ** 2)) + 1e-9)
         fall = 20.0 * len(piece.samples) / 16000  # the needle falls at 20 dB/s and jumps up at once
         self.level_db = max(-90.0, 20 * np.log10(rms), self.level_db - fall)
-
-    def close(self) -> None:
-        pass
 
 
 class SessionViewModel(QObject):

@@ -18,6 +18,7 @@ from engine.data.animator import ProceduralAnimator
 from engine.data.tts import EspeakTTS
 from engine.face import frame_avatar, prepare_avatar
 from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.runtime.pipeline import SinkBase
 
 BENCH_TEXT = ("The quick brown fox jumps over the lazy dog. Peter Piper picked a peck of pickled peppers, "
               "and we measure how fast the avatar can be drawn.")
@@ -219,7 +220,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class _Probe:
+class _Probe(SinkBase):
     """A sink sampling memory every `every` frames."""
 
     name = "probe"
@@ -227,18 +228,9 @@ class _Probe:
     def __init__(self, every: int) -> None:
         self.every, self.samples = every, []
 
-    def open(self, size, fps, sample_rate):
-        pass
-
     def write_frame(self, frame):
         if frame.index % self.every == 0:
             self.samples.append((frame.index, _rss_mb()))
-
-    def write_audio(self, piece):
-        pass
-
-    def close(self):
-        pass
 
 
 def _bench_audio(seconds: float, folder: Path) -> Path:

@@ -78,6 +78,24 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class SinkBase:
+    """A sink that ignores what it is not interested in: subclasses override only the calls they use."""
+
+    name = "sink"
+
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None:
+        pass
+
+    def write_frame(self, frame: Frame) -> None:
+        pass
+
+    def write_audio(self, piece: Piece) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class PipelineConfig:
     fps: int = 25
@@ -105,7 +123,6 @@ class PipelineStats:
     processing: deque = field(default_factory=lambda: deque(maxlen=5000))
     student_s: float = 0.0
     render_s: float = 0.0
-    render_frames: int = 0
     student_frames: int = 0
 
     def summary(self, last: int = 0) -> dict:
@@ -123,7 +140,7 @@ class PipelineStats:
                 "processing_ms_p50": float(np.percentile(proc, 50)),
                 "processing_ms_p95": float(np.percentile(proc, 95)),
                 "student_ms_per_frame": 1e3 * self.student_s / max(self.student_frames, 1),
-                "render_ms_per_frame": 1e3 * self.render_s / max(self.render_frames, 1)}
+                "render_ms_per_frame": 1e3 * self.render_s / max(self.frames, 1)}
 
 
 class Pipeline:
@@ -171,8 +188,11 @@ class Pipeline:
 
     def add_sink(self, sink: Sink) -> None:
         """Attach a sink to the running pipeline (e.g. start recording): it gets the next frames."""
-        sink.open(self.renderer.config.size, self.config.fps, _rate(self.source))
+        self._open(sink)
         self.sinks = self.sinks + [sink]  # the stage threads iterate over the list they took: swap it whole
+
+    def _open(self, sink: Sink) -> None:
+        sink.open(self.renderer.config.size, self.config.fps, _rate(self.source))
         self._opened.append(sink)
 
     def remove_sink(self, sink: Sink) -> None:
@@ -187,10 +207,8 @@ class Pipeline:
         try:
             self.source.open()
             self._opened.append(self.source)
-            size = self.renderer.config.size
             for s in self.sinks:
-                s.open(size, self.config.fps, _rate(self.source))
-                self._opened.append(s)
+                self._open(s)
         except BaseException:
             self._close_all()
             raise
@@ -337,12 +355,8 @@ class Pipeline:
                         return
                     if received % per_frame:  # the last frame's audio ends inside a piece
                         pending.append((received // per_frame, last_needed))
-                    t0 = time.perf_counter()
-                    motion = sess.finish(-(-pushed // per_frame))  # flush the lookahead with silence
-                    self.stats.student_s += time.perf_counter() - t0
-                    self.stats.student_frames += len(motion)
-                    if len(motion):
-                        self._emit(motion, pending, last_needed, swap)
+                    # flush the lookahead with silence
+                    self._generate(sess.finish, -(-pushed // per_frame), pending, last_needed, swap)
                     return
                 end = item.start + len(item.samples)
                 for f in range(max(item.start, received) // per_frame + 1, end // per_frame + 1):
@@ -351,13 +365,19 @@ class Pipeline:
                 received = end
                 pushed += len(item.samples)
                 last_needed = item.captured
-                t0 = time.perf_counter()
-                motion = sess.push_audio(item.samples)
-                if len(motion):
-                    self.stats.student_s += time.perf_counter() - t0
-                    self.stats.student_frames += len(motion)
-                    self._emit(motion, pending, last_needed, swap)
+                if self._generate(sess.push_audio, item.samples, pending, last_needed, swap):
                     swap = None
+
+    def _generate(self, work, arg, pending: deque, needed: float, swap) -> bool:
+        """Run the session (`work(arg)` -> motion frames), time it, and pass the frames on; False if none came."""
+        t0 = time.perf_counter()
+        motion = work(arg)
+        if not len(motion):
+            return False
+        self.stats.student_s += time.perf_counter() - t0
+        self.stats.student_frames += len(motion)
+        self._emit(motion, pending, needed, swap)
+        return True
 
     def _emit(self, motion: np.ndarray, pending: deque, needed: float, swap) -> None:
         idx, cap = [], []
@@ -407,7 +427,6 @@ class Pipeline:
                     t0 = time.perf_counter()
                     images = self.renderer.render(motion[j0:j0 + step])
                     self.stats.render_s += time.perf_counter() - t0
-                    self.stats.render_frames += len(images)
                     out = time.monotonic()
                     for j, image in enumerate(images, j0):
                         frame = Frame(idx[j], image, motion[j], cap[j], needed, out)

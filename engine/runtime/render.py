@@ -18,6 +18,7 @@ import numpy as np
 from engine.audio.sources import FileSource
 from engine.render.renderer import RendererConfig
 from engine.runtime.live import FPS, PIECE, AvatarEngine
+from engine.runtime.pipeline import SinkBase
 from engine.runtime.session import SessionConfig
 from engine.sinks.recorder import RecorderSink
 
@@ -35,7 +36,7 @@ class RenderResult:
     stage_seconds: dict = field(default_factory=dict)
 
 
-class _MotionTap:
+class _MotionTap(SinkBase):
     """Keeps each frame's motion (for the result and evaluation)."""
 
     name = "motion"
@@ -43,17 +44,8 @@ class _MotionTap:
     def __init__(self) -> None:
         self.motion: dict[int, np.ndarray] = {}
 
-    def open(self, size, fps, sample_rate) -> None:
-        pass
-
     def write_frame(self, frame) -> None:
         self.motion[frame.index] = frame.motion
-
-    def write_audio(self, piece) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def render_file(audio_path: Path, portrait: Path, out: Path, session: SessionConfig | None = None,

@@ -6,13 +6,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from engine.audio.sources import Piece
-from engine.runtime.pipeline import Frame
+from engine.runtime.pipeline import Frame, SinkBase
 
 log = logging.getLogger(__name__)
 
 
-class FrameBus:
+class FrameBus(SinkBase):
     """Readers take `latest()` or block in `wait(after)`; listeners (e.g. a Qt signal's emit) are called on
     the render thread with each frame and must return at once."""
 
@@ -30,9 +29,6 @@ class FrameBus:
     def unsubscribe(self, listener: Callable[[Frame], None]) -> None:
         self._listeners.remove(listener)
 
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None:
-        pass
-
     def write_frame(self, frame: Frame) -> None:
         with self._cond:
             self._latest = frame
@@ -40,9 +36,6 @@ class FrameBus:
             self._cond.notify_all()
         for listener in list(self._listeners):
             listener(frame)
-
-    def write_audio(self, piece: Piece) -> None:
-        pass
 
     def latest(self) -> Frame | None:
         return self._latest
@@ -54,5 +47,3 @@ class FrameBus:
             f = self._latest
         return f if f is not None and f.index > after else None
 
-    def close(self) -> None:
-        pass

@@ -13,8 +13,7 @@ import threading
 
 import numpy as np
 
-from engine.audio.sources import Piece
-from engine.runtime.pipeline import Frame
+from engine.runtime.pipeline import Frame, SinkBase
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def open_camera(width: int, height: int, fps: float, backend: str | None = None,
         raise VirtualCamError(f"No virtual camera is available ({str(exc).strip()}).\n{install_hint()}") from exc
 
 
-class VirtualCamSink:
+class VirtualCamSink(SinkBase):
     """Paced virtual camera output. `size` and `fps` default to the pipeline's."""
 
     name = "virtual camera"
@@ -92,9 +91,6 @@ class VirtualCamSink:
         self._latest = frame.image
         self._fresh = True
         self.received += 1
-
-    def write_audio(self, piece: Piece) -> None:
-        pass
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         w, h = self.size
