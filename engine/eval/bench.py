@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine import paths
 from engine.data.animator import ProceduralAnimator
 from engine.data.tts import EspeakTTS
 from engine.face import frame_avatar, prepare_avatar
@@ -142,19 +143,16 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     is given), timed per chunk. `session` is a SessionConfig."""
     from dataclasses import asdict
 
-    from engine.audio.io import SAMPLE_RATE, resample
+    from engine.audio.io import SAMPLE_RATE
     from engine.eval.evaluate import portrait_shape
     from engine.runtime.session import StudentSession, load_session_models
 
     framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
-    utt = EspeakTTS().synthesize(BENCH_TEXT)
-    audio = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
     student, corrector, schedule = load_session_models(student_dir, tail_forcing=session.tail_forcing)
     sess = StudentSession(student, session, corrector, schedule, portrait_shape(framed))
     renderer = AvatarRenderer(framed, render) if render is not None else None
     piece = SAMPLE_RATE // fps
-    need = (frames + warmup_chunks * student.config.chunk + 10) * piece
-    audio = np.tile(audio, int(np.ceil(need / len(audio))))[:need]
+    audio = _bench_speech((frames + warmup_chunks * student.config.chunk + 10) * piece)
     t_sess, t_rend, t_refine, chunk_times, done = [], [], [], [], 0
     warm = warmup_chunks * student.config.chunk
     with torch.inference_mode():
@@ -233,16 +231,22 @@ class _Probe(SinkBase):
             self.samples.append((frame.index, _rss_mb()))
 
 
-def _bench_audio(seconds: float, folder: Path) -> Path:
-    """The benchmark sentence (espeak-ng), repeated to `seconds`, as a WAV."""
+def _bench_speech(samples: int) -> np.ndarray:
+    """The benchmark sentence (espeak-ng) at 16 kHz, repeated to `samples` samples."""
     from engine.audio.io import SAMPLE_RATE, resample
-    from engine.sinks.wav import write_wav
 
     utt = EspeakTTS().synthesize(BENCH_TEXT)
     a = resample(utt.audio, utt.sample_rate, SAMPLE_RATE)
-    n = int(seconds * SAMPLE_RATE)
+    return np.tile(a, samples // len(a) + 1)[:samples]
+
+
+def _bench_audio(seconds: float, folder: Path) -> Path:
+    """The benchmark speech for `seconds`, as a WAV (what the pipeline benchmark reads like a file)."""
+    from engine.audio.io import SAMPLE_RATE
+    from engine.sinks.wav import write_wav
+
     path = folder / "bench.wav"
-    write_wav(path, np.tile(a, n // len(a) + 1)[:n], SAMPLE_RATE)
+    write_wav(path, _bench_speech(int(seconds * SAMPLE_RATE)), SAMPLE_RATE)
     return path
 
 
@@ -300,10 +304,12 @@ def bench_pipeline(portrait: Path, render: RendererConfig, session, frames: int 
                         "live_dropped_frames": ls["dropped_frames"], "live_frames": ls["frames"],
                         "algorithmic_latency_ms": _algorithmic_ms(engine)})
         if baselines:
-            render_ms = s["render_ms_per_frame"]
+            from engine.models.loading import load_teacher
+
+            teacher = load_teacher(paths.teachers_dir() / "generalist")  # loaded once for both baselines
             out["baselines"] = {
-                "bidirectional_chunked_cfg": _baseline_chunked(engine, avatar, wav, frames, latency_seconds),
-                "teacher_offline": _baseline_teacher(engine, avatar, wav, frames, render_ms)}
+                "bidirectional_chunked_cfg": _baseline_chunked(engine, teacher, avatar, wav, frames, latency_seconds),
+                "teacher_offline": _baseline_teacher(teacher, avatar, wav, frames, s["render_ms_per_frame"])}
             for b in out["baselines"].values():
                 b["fps_ratio_vs_student"] = round(out["fps"] / b["fps"], 2)
         if long_run_seconds > 0:
@@ -329,14 +335,7 @@ def _mel(wav: Path, frames: int) -> np.ndarray:
     return log_mel(load_audio(wav)[: frames * 640])
 
 
-def _teacher(engine):
-    from engine import paths
-    from engine.models.loading import load_teacher
-
-    return load_teacher(paths.teachers_dir() / "generalist")
-
-
-def _baseline_chunked(engine, avatar, wav: Path, frames: int, latency_seconds: float, steps: int = 4,
+def _baseline_chunked(engine, teacher, avatar, wav: Path, frames: int, latency_seconds: float, steps: int = 4,
                       guidance: float = 3.0, window: int = 48) -> dict:
     """The bidirectional chunked sampler (engine.eval.baselines.ChunkedTeacherSession: the generalist
     re-denoising its whole window every chunk, full CFG) in the same pipeline, with the same renderer and
@@ -346,7 +345,6 @@ def _baseline_chunked(engine, avatar, wav: Path, frames: int, latency_seconds: f
     from engine.runtime.live import LIVE_PIECE, PIECE
     from engine.runtime.pipeline import Pipeline
 
-    teacher = _teacher(engine)
     k = engine.models.student.config.chunk
 
     def session():
@@ -368,12 +366,11 @@ def _baseline_chunked(engine, avatar, wav: Path, frames: int, latency_seconds: f
     return out
 
 
-def _baseline_teacher(engine, avatar, wav: Path, frames: int, render_ms: float) -> dict:
+def _baseline_teacher(teacher, avatar, wav: Path, frames: int, render_ms: float) -> dict:
     """The generalist teacher offline on the whole clip (its own windows, 4 steps, CFG): the quality
     reference; it cannot stream (the first frame needs the whole clip)."""
     from engine.models.sampling import SampleConfig, generate
 
-    teacher = _teacher(engine)
     mel = _mel(wav, frames)
     with torch.inference_mode():
         t0 = time.perf_counter()

@@ -40,6 +40,15 @@ def _digest(net: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _cached_onnx(file: Path, export) -> Path:
+    """`file` (named by the weights' digest), exported by `export(path)` the first time only."""
+    if not file.exists():
+        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.onnx")  # concurrent exports never share a file
+        export(tmp)
+        tmp.replace(file)
+    return file
+
+
 def refiner_runner(net, backend: str = "auto", cache_dir: Path | None = None, threads: int = 0):
     """The refiner network on `backend` (auto, torch, onnxruntime)."""
     if backend not in BACKENDS:
@@ -57,12 +66,8 @@ def refiner_runner(net, backend: str = "auto", cache_dir: Path | None = None, th
     from engine.runtime.export import OnnxRefiner, export_refiner
 
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "onnx"
-    file = folder / f"refiner-{_digest(net)}.onnx"
     try:
-        if not file.exists():
-            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.onnx")  # concurrent exports never share a file
-            export_refiner(net, tmp)
-            tmp.replace(file)
+        file = _cached_onnx(folder / f"refiner-{_digest(net)}.onnx", lambda tmp: export_refiner(net, tmp))
         return OnnxRefiner(file, net.config, threads=threads or torch.get_num_threads())
     except Exception as exc:
         if backend == "onnxruntime":
@@ -93,12 +98,8 @@ def available_student_backends(device: str = "cpu") -> list[str]:
 def _student_onnx(student, steps: int, folder: Path) -> Path:
     from engine.runtime.export import export_student_step
 
-    file = folder / f"student-{_digest(student)}-s{steps}.onnx"
-    if not file.exists():
-        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.onnx")
-        export_student_step(student, tmp, steps)
-        tmp.replace(file)
-    return file
+    return _cached_onnx(folder / f"student-{_digest(student)}-s{steps}.onnx",
+                        lambda tmp: export_student_step(student, tmp, steps))
 
 
 def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
@@ -113,13 +114,9 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
         return step
     onnx_file = _student_onnx(student, steps, folder)
     if backend == "onnxruntime":
-        import onnxruntime as ort
+        from engine.runtime.export import onnx_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = (["CUDAExecutionProvider"] if dev.type == "cuda" else []) + ["CPUExecutionProvider"]
-        sess = ort.InferenceSession(str(onnx_file), opts, providers=providers)
+        sess = onnx_session(onnx_file, threads or torch.get_num_threads(), cuda=dev.type == "cuda")
 
         def run(*args):
             out = sess.run(None, {n: a.detach().cpu().numpy() for n, a in zip(INPUT_NAMES, args)})

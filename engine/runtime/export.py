@@ -51,8 +51,8 @@ def export_refiner(net, path: Path) -> Path:
     return path
 
 
-def refiner_session(path: Path, threads: int = 0):
-    """An onnxruntime CPU session for an exported refiner."""
+def onnx_session(path: Path, threads: int = 0, cuda: bool = False):
+    """An onnxruntime session for an exported network (CPU, or CUDA first when `cuda`)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -60,7 +60,8 @@ def refiner_session(path: Path, threads: int = 0):
         opts.intra_op_num_threads = threads
     # torch runs the other stages in the same process: idle onnxruntime threads must not spin on the cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 class OnnxRefiner:
@@ -70,7 +71,7 @@ class OnnxRefiner:
     name = "onnxruntime"
 
     def __init__(self, path: Path, config, threads: int = 0) -> None:
-        self.session = refiner_session(path, threads)
+        self.session = onnx_session(path, threads)
         self.config = config
 
     def __call__(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,

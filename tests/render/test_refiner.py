@@ -99,11 +99,11 @@ def test_other_crop_sides_are_resampled_to_the_work_side(framed):
 
 def test_onnx_export_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime")
-    from engine.runtime.export import export_refiner, refiner_session
+    from engine.runtime.export import export_refiner, onnx_session
 
     net = _randomised(seed=3)
     path = export_refiner(net, tmp_path / "refiner.onnx")
-    sess = refiner_session(path)
+    sess = onnx_session(path)
     g = torch.Generator().manual_seed(1)
     w = net.config.work
     rendered, reference = torch.rand(2, 3, w, w, generator=g), torch.rand(2, 3, w, w, generator=g)
