@@ -261,11 +261,9 @@ class MicSource:
                     _close_quietly(stream)
                     try:
                         self._open_stream()
-                    except Exception as exc:
-                        self.state = "ok"
-                        self._started = True
-                        self._last_cb = 0.0  # reported as lost on the next turn
-                        log.debug("reopen failed: %s", exc)
+                    except Exception as exc:  # gone after all: the loss path takes over (silence, retries)
+                        self._lose(f"it could not be restarted ({exc})")
+                        next_try = now + self.retry_s
                     continue
                 if now - self._last_cb > self.stall_s:
                     self._lose(f"no audio for {self.stall_s:.1f} s")
