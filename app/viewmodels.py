@@ -201,14 +201,15 @@ class SessionViewModel(QObject):
         from engine.audio.mic import MicSource
         from engine.render.renderer import RendererConfig
         from engine.runtime.live import LIVE_PIECE, AvatarEngine
-        from engine.runtime.session import SessionConfig
         from engine.sinks.bus import FrameBus
 
         try:
             size = self.settings.size
             if self.engine is None or self.engine.render_config.size != (size, size):
-                self.engine = AvatarEngine(RendererConfig(size=(size, size)), SessionConfig(guidance=self.settings.guidance),
-                                           style=self.settings.style, cache_dir=self.cache_dir)
+                self.engine = AvatarEngine(RendererConfig(size=(size, size)), cache_dir=self.cache_dir)
+            # the slider and the style box as they are now (they may have changed while stopped)
+            self.engine.session_config.guidance = self.settings.guidance
+            self.engine.style = self.settings.style
             portrait = Path(self.settings.portrait) if self.settings.portrait else paths.default_portrait()
             avatar = self.engine.avatar(portrait)
             self.source = (self.source_factory() if self.source_factory is not None
