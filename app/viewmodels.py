@@ -39,6 +39,8 @@ EXPRESSIONS: dict[str, list[tuple[float, dict[str, float | None]]]] = {
 }
 LABELS = {"smile": "Smile", "blink": "Blink", "look left": "← Look", "look right": "Look →", "nod": "Nod",
           "neutral": "Neutral"}
+LOADING = "Loading the avatar models…"  # the status-bar note while the first start prepares them
+
 SHORTCUTS = {"smile": "S", "blink": "B", "look left": "Left", "look right": "Right", "nod": "N", "neutral": "0"}
 
 
@@ -206,6 +208,8 @@ class SessionViewModel(QObject):
         try:
             size = self.settings.size
             if self.engine is None or self.engine.render_config.size != (size, size):
+                self.message.emit(f"{LOADING} (the first start on a computer also prepares them for it once, "
+                                  "which can take a minute)")
                 self.engine = AvatarEngine(RendererConfig(size=(size, size)), cache_dir=self.cache_dir)
             # the slider and the style box as they are now (they may have changed while stopped)
             self.engine.session_config.guidance = self.settings.guidance

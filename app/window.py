@@ -32,7 +32,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.viewmodels import EXPRESSIONS, IMAGE_SUFFIXES, LABELS, SHORTCUTS, GalleryModel, SessionViewModel
+from app.viewmodels import (
+    EXPRESSIONS,
+    IMAGE_SUFFIXES,
+    LABELS,
+    LOADING,
+    SHORTCUTS,
+    GalleryModel,
+    SessionViewModel,
+)
 from engine import paths
 
 log = logging.getLogger(__name__)
@@ -235,7 +243,8 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(SHORTCUTS[name]), self, activated=lambda n=name: vm.expression(n))
         vm.stateChanged.connect(self._state)
         vm.error.connect(self.show_error)
-        vm.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        # a message while starting stays until the session runs (the first start can take a minute)
+        vm.message.connect(lambda m: self.statusBar().showMessage(m, 0 if vm.state == "starting" else 8000))
         vm.recordingChanged.connect(self._recording)
         vm.virtualcamChanged.connect(self._virtualcam)
         vm.portraitChanged.connect(lambda _: self.refresh_gallery())
@@ -315,6 +324,8 @@ class MainWindow(QMainWindow):
     # -- reactions ------------------------------------------------------------------------------
     def _state(self, state: str) -> None:
         running = state == "running"
+        if state != "starting" and self.statusBar().currentMessage().startswith(LOADING):
+            self.statusBar().clearMessage()  # the start is over
         self.start_btn.setText({"running": "Stop", "starting": "Starting…", "stopping": "Stopping…"}.get(state, "Start"))
         self.start_btn.setEnabled(state in ("running", "stopped"))
         self.record_btn.setEnabled(running)
