@@ -20,7 +20,8 @@ from app.viewmodels import LOADING
 from .conftest import REPO, SAMPLE
 
 
-def _wait_frames(qtbot, win, n: int, timeout: int = 90_000) -> None:
+def _wait_frames(qtbot, win, n: int, timeout: int = 240_000) -> None:
+    """Wait for n more preview frames; generous, since whichever start comes first may export models."""
     start = win.preview.frame_index
     qtbot.waitUntil(lambda: win.preview.frame_index >= start + n, timeout=timeout)
 
@@ -208,7 +209,7 @@ def test_view_model_alone_drives_the_engine(qtbot, settings, session_cache):
     states = []
     vm.stateChanged.connect(states.append)
     vm.start()
-    qtbot.waitUntil(lambda: vm.latest_frame() is not None, timeout=90_000)
+    qtbot.waitUntil(lambda: vm.latest_frame() is not None, timeout=240_000)
     sess = vm.pipeline.session
     blink = __import__("engine.models.conditions", fromlist=["CONTROL_NAMES"]).CONTROL_NAMES.index("blink")
     vm.expression("blink")
