@@ -67,9 +67,10 @@ def _marked_frame(i: int, size=(128, 96)) -> np.ndarray:
 
 
 def test_recording_keeps_audio_and_video_in_sync(tmp_path):
-    """Recording starts mid-stream (frame 50); a click at frame 80's audio must sit on frame 80's image."""
+    """Recording starts mid-stream (frame 50); a click at frame 80's audio must sit on frame 80's image.
+    Blocking, as offline: live, a writer slower than this loop would also drop (and fill) frames."""
     out = tmp_path / "rec.mp4"
-    rec = RecorderSink(out)
+    rec = RecorderSink(out, blocking=True)
     rec.open((128, 96), 25, 16000)
     click_frame = 80
     for i in range(0, 150):
