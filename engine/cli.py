@@ -398,6 +398,58 @@ class DataIngest:
 
 
 @dataclass
+class DataReal:
+    """Ingest the real talking people of ../shared/data/real (talking/, talking_lowres/; talking_manifest.csv)
+    with their own audio: motion fitted per frame, audio/mouth offset measured and corrected (or the clip
+    rejected), whole speakers held out. Writes OUT/train, OUT/heldout and OUT/report.md."""
+
+    out: Path
+    real: Path = Path("../shared/data/real")
+    """The real-media folder (with talking_manifest.csv)."""
+    only: tuple[str, ...] = ()
+    """Only clips whose file name contains one of these."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.data.real import ingest_real
+
+        report = ingest_real(self.real, self.out, only=self.only)
+        kept = [c for c in report["clips"] if not c["decision"].startswith("rejected")]
+        log.info("%d clips ingested (%d rejected); natural lag %+d frames; report: %s", len(kept),
+                 len(report["clips"]) - len(kept), report["natural_lag"], self.out / "report.md")
+        return 0
+
+
+@dataclass
+class DataFeatures:
+    """Add the speech-encoder features (Whisper tiny.en, windowed as the live session computes them) to
+    every clip of a corpus, so speech-feature models train without recomputing them."""
+
+    corpus: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CORPUS")]
+    window: int = 30
+    """Video frames of audio per encoder window (must match the model's feature_window)."""
+    chunk: int = 3
+    lookahead: int = 2
+    threads: int = 2
+    recompute: bool = False
+    """Recompute clips that already have features (e.g. after changing the window)."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from engine.audio.speech import SpeechFeatureConfig
+        from engine.data.corpus import add_speech_features
+
+        cfg = SpeechFeatureConfig(chunk=self.chunk, lookahead=self.lookahead, window=self.window, threads=self.threads)
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn()) as progress:
+            n = add_speech_features(self.corpus, cfg, progress, self.recompute)
+        log.info("Speech features computed for %d clips of %s", n, self.corpus)
+        return 0
+
+
+@dataclass
 class Eval:
     """Render a portrait speaking, re-measure the rendered frames, write a report (JSON, Markdown, plots).
 
@@ -420,6 +472,14 @@ class Eval:
     source: str = "procedural"
     """Motion source: procedural, model (a trained teacher: --model FOLDER), reference (fitted from
     --reference-video), corpus (stored motion)."""
+    realsync: Path | None = None
+    """Real-voice lip sync on held-out real speakers: the held-out corpus of `talkcam data real` (OUT/heldout).
+    Compares --sources side by side on every clip, plus white noise (engine/eval/realsync.py)."""
+    sources: tuple[str, ...] = ("loudness", "student=assets/models/student")
+    """With --realsync: NAME=MODEL_FOLDER (a student; add :novad to turn its voice-activity gate off) or
+    "loudness" (the loudness-follower baseline)."""
+    real: Path = Path("../shared/data/real")
+    """With --realsync: the real-media folder the held-out clips came from (their videos)."""
     out: Path = Path("report")
     eval: Annotated[EvalConfig, Flat] = field(default_factory=EvalConfig)
     tts: Annotated[TTSConfig, Flat] = field(default_factory=TTSConfig)
@@ -430,6 +490,14 @@ class Eval:
 
         _check_size(self.eval.size)
         portrait = self.portrait or paths.default_portrait()
+        if self.realsync is not None:
+            from engine.eval.realsync import realsync
+
+            sources = dict(s.split("=", 1) if "=" in s else (s, s) for s in self.sources)
+            res = realsync(self.realsync, self.real, portrait, self.out, sources, self.eval,
+                           max_seconds=self.eval.max_seconds or 20.0, cache_dir=self.common.avatar_cache())
+            log.info("Report: %s\n%s", self.out / "realsync.md", res["table"])
+            return 0
         if self.corpus is not None:
             summary = evaluate_corpus(self.corpus, portrait, self.out, tuple(self.scenarios), self.clips, self.source,
                                       self.eval, self.common.avatar_cache())
@@ -646,7 +714,8 @@ def _check_size(size: tuple[int, int]) -> None:
 
 
 COMMANDS = {"live": Live, "mics": Mics, "export": Export, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
-GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "refiner": DataRefiner},
+GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "real": DataReal, "features": DataFeatures,
+                   "refiner": DataRefiner},
                   "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
           "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
                      "student": TrainStudent, "compare": Compare, "refiner": TrainRefiner,

@@ -38,6 +38,10 @@ POSE: tuple[str, ...] = ("headYaw", "headPitch", "headRoll", "headX", "headY")
 GAZE: tuple[str, ...] = ("eyeLookX", "eyeLookY")
 MOTION_NAMES: tuple[str, ...] = EXPRESSIONS + POSE + GAZE
 DIM = len(MOTION_NAMES)
+ARTICULATION: tuple[int, ...] = tuple(i for i, n in enumerate(EXPRESSIONS)
+                                      if n.startswith(("jaw", "mouth")) and not n.startswith("mouthSmile"))
+"""Indices of the articulation dimensions (jaw and mouth without the smile): what closes when the avatar
+listens or hears no speech (0 = the portrait's own mouth)."""
 
 _LO = np.array([0.0] * len(EXPRESSIONS) + [-0.35, -0.35, -0.35, -0.3, -0.3] + [-1.0, -1.0], np.float32)
 _HI = np.array([1.0] * len(EXPRESSIONS) + [0.35, 0.35, 0.35, 0.3, 0.3] + [1.0, 1.0], np.float32)

@@ -12,6 +12,8 @@ Shard arrays (clip i is rows offsets[i]:offsets[i+1] of each array):
   mel           float16 [4T, 80]        log-mel (engine.audio.features), 4 per video frame
   motion        float32 [T, 33]         motion latent per 25 fps frame (engine.motion)
   viseme        int8   [T]              viseme class per frame (index into VISEME_NAMES; -1 unknown)
+  speech        float16 [2T, 384]       optional: speech-encoder features (engine.audio.speech), 2 per video
+                                        frame; present in every clip of a shard or in none
   frame_offsets int64  [n+1]
 Shard metadata: one key "talkcam" holding JSON {"format": "talkcam-shard-v1", "clips": [per-clip records]}
 (everything in the manifest line plus phonemes [[ipa, start, end], ...] and, for songs, notes).
@@ -46,6 +48,8 @@ class Clip:
     motion: np.ndarray
     viseme: np.ndarray
     info: dict = field(default_factory=dict)
+    speech: np.ndarray | None = None
+    """Speech-encoder feature rows [2T, 384] (engine.audio.speech), when computed."""
 
     @property
     def frames(self) -> int:
@@ -74,6 +78,8 @@ def write_shard(path: Path, clips: list[Clip]) -> None:
         "viseme": np.concatenate([c.viseme.astype(np.int8) for c in clips]),
         "frame_offsets": f_off,
     }
+    if clips and all(c.speech is not None for c in clips):
+        tensors["speech"] = np.concatenate([c.speech.astype(np.float16) + np.float16(0) for c in clips])
     # one metadata key: safetensors writes its metadata map in hash order, so several keys would make
     # the bytes differ from run to run
     meta = {"talkcam": json.dumps({"format": FORMAT, "clips": [c.info for c in clips]}, ensure_ascii=False)}
@@ -115,6 +121,7 @@ def read_shard(path: Path) -> list[Clip]:
             motion=arr["motion"][fo[i]:fo[i + 1]],
             viseme=arr["viseme"][fo[i]:fo[i + 1]],
             info=info,
+            speech=arr["speech"][2 * fo[i]:2 * fo[i + 1]].astype(np.float32) if "speech" in arr else None,
         ))
     return out
 
@@ -175,6 +182,30 @@ def write_manifest(root: Path, summary_args: dict | None = None) -> dict:
     summary = {"format": FORMAT, "args": summary_args or {}, "shards": shards, **totals}
     (root / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     return summary
+
+
+def add_speech_features(root: Path, config=None, progress=None, recompute: bool = False) -> int:
+    """Compute the speech-encoder rows (engine.audio.speech) of every clip in the corpus `root` that lacks
+    them (all clips with `recompute`) and rewrite its shard (atomically; an interrupted run resumes).
+    Returns the clips computed."""
+    from engine.audio.speech import speech_features
+
+    done = 0
+    shards = sorted(Path(root).glob("*.safetensors"))
+    task = progress.add_task("speech features", total=len(shards)) if progress is not None else None
+    for path in shards:
+        if shard_records(path) is None:
+            continue
+        clips = read_shard(path)
+        todo = [c for c in clips if c.speech is None or recompute]
+        for c in todo:
+            c.speech = speech_features(c.audio, c.frames, config)
+        if todo:
+            write_shard(path, clips)
+            done += len(todo)
+        if task is not None:
+            progress.advance(task)
+    return done
 
 
 def viseme_index(name: str) -> int:

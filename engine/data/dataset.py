@@ -7,14 +7,14 @@ clip's edges, so a model sees exactly the audio it would see when streaming.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from engine.audio.features import SILENCE
+from engine.audio.frontend import FrontEnd, front_end
 from engine.data import styles
 from engine.data.corpus import SCENARIOS, Clip, read_manifest, read_shard
 
@@ -31,13 +31,29 @@ class WindowConfig:
     """Video frames of audio after the window's last frame (80 ms)."""
     stride: int = 25
     """Frames between window starts inside a clip."""
+    front: FrontEnd = field(default_factory=lambda: front_end(None))
+    """Which audio feature rows the model reads (engine.audio.frontend); default log-mel."""
+    align: int = 1
+    """Window starts are multiples of this (the speech features' chunk grid, so a window's chunks see the
+    rows exactly as the streaming session computes them)."""
 
 
-def window(clip: Clip, start: int, cfg: WindowConfig, mels_per_frame: int = 4,
-           rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+def window_config(encoder, frames: int) -> WindowConfig:
+    """The windows a model with this `AudioEncoder` trains on: its past context and lookahead, its front
+    end, and the speech features' chunk grid."""
+    front = front_end(encoder.config)
+    return WindowConfig(frames=int(frames), past=encoder.past_frames, lookahead=encoder.config.lookahead,
+                        front=front, align=front.speech.chunk if front.speech else 1)
+
+
+def window(clip: Clip, start: int, cfg: WindowConfig, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
     """The window of `clip` starting at video frame `start` (may run past the end: padded, masked),
     with a style prompt drawn for the clip (`engine.data.styles.prompt_for`) as word ids."""
     n, T = cfg.frames, clip.frames
+    start -= start % cfg.align
+    front = cfg.front
+    rows = front.clip_rows(clip)
+    mels_per_frame = front.rows_per_frame
     motion = np.zeros((n, clip.motion.shape[1]), np.float32)
     vis = np.full(n, -1, np.int64)
     valid = np.zeros(n, bool)
@@ -47,10 +63,10 @@ def window(clip: Clip, start: int, cfg: WindowConfig, mels_per_frame: int = 4,
     valid[: end - start] = True
     m0 = (start - cfg.past) * mels_per_frame
     m1 = (start + n + cfg.lookahead) * mels_per_frame
-    mel = np.full((m1 - m0, clip.mel.shape[1]), SILENCE, np.float32)
-    a, b = max(m0, 0), min(m1, len(clip.mel))
+    mel = np.full((m1 - m0, rows.shape[1]), front.pad, np.float32)
+    a, b = max(m0, 0), min(m1, len(rows))
     if b > a:
-        mel[a - m0: b - m0] = clip.mel[a:b]
+        mel[a - m0: b - m0] = rows[a:b]
     scen = clip.info.get("scenario", "speech")
     ids, _ = styles.tokenize(styles.prompt_for(clip.info, rng or np.random.default_rng(start)))
     return {

@@ -30,8 +30,9 @@ class IngestError(ValueError):
     """The video cannot be turned into training data; the message says why."""
 
 
-def video_frames(path: Path, fps: float = FPS, max_frames: int | None = None):
-    """Yield RGB frames of `path` resampled to `fps` (nearest earlier frame for each output time)."""
+def video_frames(path: Path, fps: float = FPS, max_frames: int | None = None, half: str | None = None):
+    """Yield RGB frames of `path` resampled to `fps` (nearest earlier frame for each output time);
+    `half` = "left" or "right" keeps that half of each frame (split-screen videos: one speaker each)."""
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
@@ -45,6 +46,9 @@ def video_frames(path: Path, fps: float = FPS, max_frames: int | None = None):
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else n_out / fps
             img = frame.to_ndarray(format="rgb24")
+            if half is not None:
+                mid = img.shape[1] // 2
+                img = np.ascontiguousarray(img[:, :mid] if half == "left" else img[:, mid:])
             while n_out / fps < t + 0.5 / fps and (last is not None or n_out / fps <= t + 0.5 / fps):
                 if n_out / fps >= t - 0.5 / fps or last is None:
                     yield img
@@ -56,8 +60,9 @@ def video_frames(path: Path, fps: float = FPS, max_frames: int | None = None):
             last = img
 
 
-def track_face(path: Path, landmarker: FaceLandmarker, max_frames: int | None = None) -> Track:
-    tr = track(video_frames(path, FPS, max_frames), landmarker)
+def track_face(path: Path, landmarker: FaceLandmarker, max_frames: int | None = None,
+               half: str | None = None) -> Track:
+    tr = track(video_frames(path, FPS, max_frames, half), landmarker)
     if not len(tr.found):
         raise IngestError(f"{path} contains no video frames.")
     return tr
@@ -103,6 +108,26 @@ def fit_motion(track: Track) -> tuple[np.ndarray, int]:
     return motion, ref
 
 
+def write_clip(out: Path, sound: np.ndarray, motion: np.ndarray, info: dict) -> None:
+    """Add one real clip (16 kHz audio, motion per frame, record) to the corpus `out` as its own shard,
+    with its log-mel and speech-encoder features, and rewrite the manifest."""
+    from engine.audio.speech import speech_features
+
+    T = len(motion)
+    sound = sound[: int(np.ceil(T / FPS * SAMPLE_RATE))]
+    info = {**info, "duration": round(len(sound) / SAMPLE_RATE, 4), "frames": T, "phonemes": []}
+    clip = Clip(audio=sound, mel=log_mel(sound, n_frames=T), motion=motion, viseme=np.full(T, -1, np.int8),
+                info=info, speech=speech_features(sound, T))
+    out.mkdir(parents=True, exist_ok=True)
+    write_shard(out / f"{info['id']}.safetensors", [clip])
+    args = None
+    if (out / "corpus.json").exists():
+        import json
+
+        args = json.loads((out / "corpus.json").read_text("utf-8")).get("args")
+    write_manifest(out, args)
+
+
 def ingest(video: Path | str, out: Path | str, audio: Path | str | None = None,
            landmarker: FaceLandmarker | None = None, max_seconds: float | None = None) -> dict:
     """Add `video` (with `audio`, or its own audio track) to the corpus in `out` as one shard."""
@@ -137,16 +162,7 @@ def ingest(video: Path | str, out: Path | str, audio: Path | str | None = None,
                                                    "size": list(track.size), "neutral_frame": ref,
                                                    "face_found": round(float(track.found[:T].mean()), 4)},
     }
-    clip = Clip(audio=sound, mel=log_mel(sound, n_frames=T), motion=motion[:T],
-                viseme=np.full(T, -1, np.int8), info=info)
-    out.mkdir(parents=True, exist_ok=True)
-    write_shard(out / f"{info['id']}.safetensors", [clip])
-    args = None
-    if (out / "corpus.json").exists():
-        import json
-
-        args = json.loads((out / "corpus.json").read_text("utf-8")).get("args")
-    write_manifest(out, args)
+    write_clip(out, sound, motion[:T], info)
     log.info("%s: %d frames (%.1f s), face found in %.0f%%, neutral frame %d", video, T, T / FPS,
              100 * track.found[:T].mean(), ref)
     return info

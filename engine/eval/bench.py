@@ -195,7 +195,7 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
                                     "p95": float(np.percentile(t_refine, 95) * 1e3)}
     return StreamBench(fps=n / total, rtf=total / (n / fps), latency_ms_p50=float(np.percentile(ct, 50) * 1e3),
                        latency_ms_p95=float(np.percentile(ct, 95) * 1e3),
-                       algorithmic_latency_ms=1e3 * (k + student.audio_encoder.config.lookahead) / fps, frames=n,
+                       algorithmic_latency_ms=1e3 * (k + student.audio_encoder.audio_lookahead) / fps, frames=n,
                        stages_ms_per_frame={s: round(v, 3) for s, v in stages.items()}, stages_ms=stage_lat,
                        config={**asdict(session), "chunk": k, "window": student.config.window,
                                "size": list(render.size) if render is not None else None},
@@ -323,16 +323,16 @@ def bench_pipeline(portrait: Path, render: RendererConfig, session, frames: int 
 
 def _algorithmic_ms(engine) -> dict:
     st = engine.models.student
-    la = st.audio_encoder.config.lookahead
+    la = st.audio_encoder.audio_lookahead
     k = st.config.chunk
     return {"first_frame_of_chunk": (k - 1 + la) * 40 + 15, "last_frame_of_chunk": la * 40 + 15}
 
 
-def _mel(wav: Path, frames: int) -> np.ndarray:
-    from engine.audio.features import log_mel
+def _mel(wav: Path, frames: int, encoder) -> np.ndarray:
+    from engine.audio.frontend import front_end
     from engine.audio.io import load_audio
 
-    return log_mel(load_audio(wav)[: frames * 640])
+    return front_end(encoder.config).offline(load_audio(wav)[: frames * 640], frames)
 
 
 def _baseline_chunked(engine, teacher, avatar, wav: Path, frames: int, latency_seconds: float, steps: int = 4,
@@ -371,7 +371,7 @@ def _baseline_teacher(teacher, avatar, wav: Path, frames: int, render_ms: float)
     reference; it cannot stream (the first frame needs the whole clip)."""
     from engine.models.sampling import SampleConfig, generate
 
-    mel = _mel(wav, frames)
+    mel = _mel(wav, frames, teacher.audio_encoder)
     with torch.inference_mode():
         t0 = time.perf_counter()
         generate(teacher, mel, frames, SampleConfig(steps=4), shape=avatar.shape)

@@ -168,22 +168,25 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
     if source == "procedural-audio":  # the audio-only baseline, even where phonemes are known
         return ProceduralAnimator(animator).animate(None, n_frames, FPS, audio, SAMPLE_RATE)
     if source == "model":
-        from engine.audio.features import log_mel
+        from engine.audio.frontend import front_end
         from engine.models.sampling import Guidance, SampleConfig, generate
 
         if model is None:
             raise ValueError("--source model needs --model FOLDER (a trained teacher or student, e.g. assets/models/student)")
         cfg = config or EvalConfig()
-        if mel is None:
-            mel = log_mel(audio, None, n_frames)
-        if type(model).__name__ == "SessionModels":  # a student: the live streaming path
+        if type(model).__name__ == "SessionModels":  # a student: the live path (audio in 40 ms pieces, voice activity)
             from engine.runtime.config import SessionConfig
-            from engine.runtime.session import stream_motion
+            from engine.runtime.session import StudentSession
 
-            sess = SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
-                                 tail_forcing=model.corrector is not None, seed=cfg.seed)
-            return stream_motion(model.student, mel.astype(np.float32), n_frames, sess, shape=shape,
-                                 style=cfg.style or style, corrector=model.corrector, schedule=model.schedule)
+            sess = StudentSession(model.student, SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
+                                                               tail_forcing=model.corrector is not None, seed=cfg.seed),
+                                  model.corrector, model.schedule, shape, cfg.style or style)
+            mo = np.concatenate(list(sess.stream(np.asarray(audio, np.float32), 640, n_frames)))
+            if len(mo) < n_frames:
+                raise RuntimeError(f"session produced {len(mo)} of {n_frames} frames")
+            return mo[:n_frames]
+        if mel is None:
+            mel = front_end(model.audio_encoder.config).offline(audio, n_frames)
         sc = SampleConfig(steps=cfg.steps, guidance=Guidance(cfg.audio_guidance, cfg.style_guidance), seed=cfg.seed)
         return generate(model, mel.astype(np.float32), n_frames, sc, shape=shape, style=cfg.style or style)
     raise ValueError(f"unknown motion source {source!r} (available: procedural, procedural-audio, model, reference, corpus)")
@@ -264,6 +267,7 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
                     cache_dir: Path | None = None, evaluator: Evaluator | None = None) -> dict:
     """Score `source` on the first `clips` clips of each scenario of a (held-out) corpus; phoneme ground
     truth comes from the corpus. Writes corpus_result.json and a Markdown table; returns the summary."""
+    from engine.audio.frontend import model_rows
     from engine.data import styles
     from engine.data.corpus import scenario_clips
 
@@ -283,7 +287,8 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
             motion = clip.motion
         else:
             motion = motion_for(source, clip.audio, clip.frames, phon, model=model, config=ev.config,
-                                shape=shape, mel=clip.mel, style=styles.scenario_prompt(sc))
+                                shape=shape, style=styles.scenario_prompt(sc),
+                                mel=None if model is None or hasattr(model, "student") else model_rows(model, clip))
         cpu_ms = 1e3 * (time.process_time() - t0) / clip.frames
         m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
         res = ev.score(m, clip.audio, phon)

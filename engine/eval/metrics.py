@@ -13,6 +13,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from engine import motion as M
+from engine.curves import detrend, pearson  # noqa: F401 (part of the metrics API)
 from engine.data.tts import Phoneme
 from engine.data.visemes import target_vector, viseme_of
 from engine.face import topology as T
@@ -29,26 +30,6 @@ class LagCorr:
     """Frames by which the measured curve lags the reference (+) or leads it (-)."""
     r0: float
     """Correlation at offset 0 (the sync score as delivered)."""
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return 0.0
-    a, b = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 1e-12 else 0.0  # a frozen curve carries no sync: 0
-
-
-def detrend(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Remove slow components (posture, drift) slower than ~`sigma` frames; NaNs stay NaN."""
-    ok = np.isfinite(x)
-    if sigma <= 0 or ok.sum() < 2:
-        return x
-    filled = np.interp(np.arange(len(x)), np.flatnonzero(ok), x[ok])
-    out = filled - gaussian_filter1d(filled, sigma)
-    out[~ok] = np.nan
-    return out
 
 
 def lag_corr(measured: np.ndarray, reference: np.ndarray, max_offset: int = 10,

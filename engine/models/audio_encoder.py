@@ -1,4 +1,9 @@
-"""Audio encoder: log-mel -> one embedding per video frame, from past audio plus a fixed lookahead.
+"""Audio encoder: audio feature rows -> one embedding per video frame, from past audio plus a fixed lookahead.
+
+The rows are either the project's log-mel (`features="logmel"`, 4 x 80 per frame) or a pretrained
+speech encoder's features (`features="speech"`: Whisper tiny.en on a sliding window, 2 x 384 per frame,
+with `feature_lookahead` frames of audio after each chunk already inside them; engine.audio.frontend
+builds the matching front end from this config). The text below says "mel" for either.
 
 Input is the log-mel of `engine.audio.features` (computed in torch, not centred: identical offline
 and streaming), 4 mel frames per 25 fps video frame. A strided convolution turns the 4 mel frames of
@@ -38,7 +43,8 @@ class AudioEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, n_mels: int = 80, mels_per_frame: int = 4, channels: int = 192, dim: int = 192,
                  kernel: int = 3, dilations: tuple[int, ...] = (1, 2, 4, 1), lookahead: int = 2,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, features: str = "logmel", feature_chunk: int = 3, feature_lookahead: int = 0,
+                 feature_window: int = 50) -> None:
         super().__init__()
         self.inp = nn.Conv1d(n_mels, channels, kernel_size=mels_per_frame, stride=mels_per_frame)
         self.blocks = nn.ModuleList(_CausalBlock(channels, kernel, d, dropout) for d in dilations)
@@ -57,6 +63,12 @@ class AudioEncoder(ModelMixin, ConfigMixin):
     def past_frames(self) -> int:
         """Video frames of audio before frame t that the embedding of frame t depends on."""
         return max(0, self.receptive_frames - 1 - self.config.lookahead)
+
+    @property
+    def audio_lookahead(self) -> int:
+        """Video frames of audio after a chunk's last frame that its embeddings depend on (the algorithmic
+        latency is chunk + this): the convolutions' lookahead plus the feature window's."""
+        return self.config.lookahead + (self.config.feature_lookahead if self.config.features == "speech" else 0)
 
     def context(self) -> tuple[int, int]:
         """(past, lookahead) video frames of mel a caller must supply around the T frames."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from engine.audio.features import SILENCE
+from engine.audio.frontend import front_end
 from engine.data import styles
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import N_CONTROLS, Conditions
@@ -138,7 +138,7 @@ def audio_embedding(model, mel: np.ndarray, n_frames: int) -> torch.Tensor:
     enc = model.audio_encoder
     past, la = enc.context()
     mpf = enc.config.mels_per_frame
-    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), SILENCE, np.float32)
+    padded = np.full(((past + n_frames + la) * mpf, mel.shape[1]), front_end(enc.config).pad, np.float32)
     padded[past * mpf: past * mpf + min(len(mel), n_frames * mpf)] = mel[: n_frames * mpf]
     return enc(torch.from_numpy(padded)[None].to(next(model.parameters()).device))
 

@@ -22,6 +22,9 @@ class SessionConfig:
     tail_context: int = 24
     tail_every: int = 1
     """Correct every Nth chunk (1 = all)."""
+    voice_activity: bool = True
+    """Close the mouth where the voice-activity detector (silero-vad) hears no speech: silence, breathing,
+    background noise. Applies to audio pushed as samples (live, render); off for precomputed feature rows."""
     seed: int = 0
     backend: str = "auto"
     """Where the student runs: auto (best available: tensorrt on an NVIDIA GPU, else onnxruntime, else torch),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from engine import motion as M
-from engine.audio.features import SILENCE, MelConfig, StreamingLogMel
+from engine.audio.frontend import front_end
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
 from engine.models.sampling import GuidanceSchedule, conditions_for, tail_correct
 from engine.models.student import MotionStudent
@@ -58,16 +58,18 @@ class MelChunker:
 
     def _init_mel(self, encoder) -> None:
         self.past, self.lookahead = encoder.context()
-        self.mpf = encoder.config.mels_per_frame
-        self.n_mels = encoder.config.n_mels
-        self.mel_front = StreamingLogMel(MelConfig())
+        self.audio_lookahead = encoder.audio_lookahead  # incl. the speech features' own window lookahead
+        self.front = front_end(encoder.config)
+        self.mpf = self.front.rows_per_frame
+        self.n_mels = self.front.dim
+        self.mel_front = self.front.streaming()
         self.controls = np.zeros(N_CONTROLS, np.float32)
         self.control_mask = np.zeros(N_CONTROLS, np.float32)
         self._reset_mel()
 
     def _reset_mel(self) -> None:
         self.mel_front.reset()
-        self._mel = np.full((self.past * self.mpf, self.n_mels), SILENCE, np.float32)  # silence before the start
+        self._mel = self.front.pad_rows(self.past)  # silence before the start
         self._mel_start = -self.past  # video frame of the buffer's first row group
         self._frame = 0  # next frame to generate
 
@@ -106,7 +108,7 @@ class MelChunker:
             n = min(self.chunk, total - self._frame)
             need = self._frame + n + self.lookahead - self._available()
             if need > 0:
-                self._mel = np.concatenate([self._mel, np.full((need * self.mpf, self.n_mels), SILENCE, np.float32)])
+                self._mel = np.concatenate([self._mel, self.front.pad_rows(need)])
             out.append(self._chunk(n))
         return np.concatenate(out)
 
@@ -140,6 +142,50 @@ class MelChunker:
         raise NotImplementedError
 
 
+class SpeechGate:
+    """Voice activity -> a gain on the articulation dimensions per frame: 1 while speech is heard (the
+    detector's flags already include the lookahead, so the mouth may open with the first sound), falling
+    to 0 over `release` frames after it stops (the mouth closes instead of snapping shut)."""
+
+    def __init__(self, lookahead: int, release: int = 3) -> None:
+        from engine.audio.speech import StreamingVAD, VADConfig
+
+        self.vad = StreamingVAD(VADConfig(lookahead=lookahead))
+        self.step = 1.0 / max(1, release)
+        self.reset()
+
+    def reset(self) -> None:
+        self.vad.reset()
+        self._flags = np.zeros(0, bool)
+        self._start = 0  # frame index of _flags[0]
+        self._gain = 0.0
+        self.used = False  # audio was pushed (precomputed feature rows carry no audio to listen to)
+
+    def push(self, samples: np.ndarray) -> None:
+        self.used = True
+        self._flags = np.concatenate([self._flags, self.vad.push(samples)])
+
+    def finish(self) -> None:
+        self._flags = np.concatenate([self._flags, self.vad.finish()])
+
+    def apply(self, first: int, motion: np.ndarray) -> np.ndarray:
+        """Gate motion frames [first, first + n) in place (engine.motion units); frames past the audio's
+        end count as silence."""
+        if not self.used:
+            return motion
+        for i in range(len(motion)):
+            k = first + i - self._start
+            speech = bool(self._flags[k]) if 0 <= k < len(self._flags) else False
+            self._gain = 1.0 if speech else max(0.0, self._gain - self.step)
+            if self._gain < 1.0:
+                motion[i, list(M.ARTICULATION)] *= self._gain
+        drop = first + len(motion) - self._start
+        if drop > 0:
+            self._flags = self._flags[drop:]
+            self._start += drop
+        return motion
+
+
 class StudentSession(MelChunker):
     """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
     (engine.motion units)."""
@@ -161,6 +207,7 @@ class StudentSession(MelChunker):
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.g = torch.tensor([float(cfg.guidance)], device=self.device)
         self._init_mel(student.audio_encoder)
+        self.gate = SpeechGate(self.audio_lookahead) if cfg.voice_activity else None
         self.shape, self.style = shape, style
         self.cache = student.new_cache(self._identity())
         self._reset_stream()
@@ -187,7 +234,19 @@ class StudentSession(MelChunker):
         self.gen.manual_seed(self.config.seed)
         self._reset_stream()
 
+    def push_audio(self, samples: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.push(samples)
+        return super().push_audio(samples)
+
+    def finish(self, n_frames: int | None = None) -> np.ndarray:
+        if self.gate is not None and self.gate.used:
+            self.gate.finish()
+        return super().finish(n_frames)
+
     def _reset_stream(self) -> None:
+        if getattr(self, "gate", None) is not None:
+            self.gate.reset()
         self._reset_mel()
         self._chunks = 0
         self._sink: list[tuple] = []
@@ -230,7 +289,8 @@ class StudentSession(MelChunker):
         self._frame += n
         self._chunks += 1
         self._drop_mel_before(self._frame - self.past)
-        return st.from_model(x[0]).cpu().numpy().astype(np.float32)
+        motion = st.from_model(x[0]).cpu().numpy().astype(np.float32)
+        return self.gate.apply(a, motion) if self.gate is not None else motion
 
     def _correct(self, x: torch.Tensor, t_audio: torch.Tensor, ctrl: np.ndarray, cmask: np.ndarray) -> torch.Tensor:
         known = self._sink + list(self._recent)

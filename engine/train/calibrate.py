@@ -24,6 +24,7 @@ import torch
 
 from engine import motion as M
 from engine import paths
+from engine.audio.frontend import model_rows
 from engine.data import styles
 from engine.data.corpus import scenario_clips
 from engine.models.loading import load_teacher
@@ -74,7 +75,7 @@ def effect_table(teacher, clips, g: float, steps: int, seed: int) -> dict[str, l
     gen = torch.Generator().manual_seed(seed)
     for clip in clips:
         T = min(int(teacher.config.window), clip.frames)
-        emb = audio_embedding(teacher, clip.mel.astype(np.float32), T)
+        emb = audio_embedding(teacher, model_rows(teacher, clip).astype(np.float32), T)
         c = conditions_for(teacher, emb, None, styles.scenario_prompt(clip.info.get("scenario", "speech")))
         cu = c.replace(drop_audio=torch.ones_like(c.drop_audio))
         x = torch.randn(1, T, teacher.config.motion_dim, generator=gen)
@@ -95,7 +96,7 @@ def score_schedule(teacher, clips, basis, g: float, steps: int, schedule: Guidan
 
     rs, cl, jit = [], [], []
     for sc, clip in clips:
-        mo = generate(teacher, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(g), seed=seed,
+        mo = generate(teacher, model_rows(teacher, clip), clip.frames, SampleConfig(steps=steps, guidance=Guidance(g), seed=seed,
                                                                     schedule=schedule),
                       style=styles.scenario_prompt(sc))
         lm = basis.landmarks(mo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -18,7 +19,23 @@ class TeacherModelConfig:
     window: int = 75
     """Frames per training window (3 s at 25 fps)."""
     lookahead: int = 2
-    """Audio lookahead of the audio encoder, in frames (80 ms)."""
+    """Audio lookahead, in frames (80 ms): inside the speech features' window, or the log-mel encoder's
+    convolutions."""
+    features: Literal["logmel", "speech"] = "speech"
+    """Audio input: the pretrained speech encoder's features (Whisper tiny.en, windowed: engine.audio.speech),
+    or the project's own log-mel (the ablation)."""
+    feature_window: int = 30
+    """Speech features: video frames of audio per encoder window (1.2 s)."""
+    feature_chunk: int = 3
+    """Speech features: the chunk grid of the windows (the student's chunk)."""
+
+    def audio_config(self) -> dict:
+        """The AudioEncoder arguments for this choice."""
+        if self.features == "speech":
+            return {"features": "speech", "n_mels": 384, "mels_per_frame": 2, "lookahead": 0,
+                    "feature_lookahead": self.lookahead, "feature_window": self.feature_window,
+                    "feature_chunk": self.feature_chunk, "dropout": self.dropout}
+        return {"lookahead": self.lookahead, "dropout": self.dropout}
 
 
 @dataclass
@@ -70,7 +87,11 @@ class TeacherTrainConfig:
     """Loss weight of frames on a bilabial or labiodental viseme (p/b/m, f/v) and their neighbours
     (the hard-viseme specialist raises it: these closures last one or two frames)."""
     gain_db: float = 12.0
-    """Random input gain (+-) applied to the log-mel (robustness to microphone levels)."""
+    """Random input gain (+-) applied to the log-mel (robustness to microphone levels; log-mel models only:
+    the speech encoder normalises its input level itself)."""
+    real_weight: float = 1.0
+    """Share of the "real" scenario (ingested real talking people) relative to each TTS scenario; scenarios
+    are otherwise drawn equally often."""
 
 
 @dataclass
@@ -149,6 +170,8 @@ class DistillConfig:
     p_listen: float = 0.1
     closure_weight: float = 2.0
     gain_db: float = 12.0
+    real_weight: float = 1.0
+    """Share of the "real" scenario (ingested real talking people) relative to each TTS scenario."""
 
 
 @dataclass

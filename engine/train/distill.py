@@ -37,8 +37,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine import motion as M
 from engine import paths
+from engine.audio.frontend import front_end
 from engine.data.corpus import SCENARIOS
-from engine.data.dataset import WindowConfig
+from engine.data.dataset import window_config
 from engine.models.conditions import Conditions
 from engine.models.loading import load_student, load_teacher
 from engine.models.sampling import GuidanceSchedule, step_grid, tail_correct, weighted_guidance
@@ -251,8 +252,12 @@ def train(cfg: DistillConfig) -> Path:
     student = load_student(cfg.init).train() if cfg.init is not None else new_student(pool.generalist, cfg)
     student.to(rt.device)
     T = int(student.config.train_frames)
-    wcfg = WindowConfig(frames=T, past=student.audio_encoder.past_frames, lookahead=student.audio_encoder.config.lookahead)
-    sampler = WindowSampler(Path(cfg.corpus), (), wcfg)
+    wcfg = window_config(student.audio_encoder, T)
+    kinds = {name: front_end(t.audio_encoder.config).kind for name, t in pool.models.items()}
+    if set(kinds.values()) != {wcfg.front.kind}:
+        raise ValueError(f"the student reads {wcfg.front.kind} audio features but the teachers read {kinds}: "
+                         "distil from teachers trained on the same features")
+    sampler = WindowSampler(Path(cfg.corpus), (), wcfg, real_weight=cfg.real_weight)
     log.info("Distilling (%s) from %s on %s: %d clips, %.2f h; student %.2fM parameters, chunk %d, window %d, "
              "sink %d; calibration %s", cfg.stage, ", ".join(f"{sc}->{t}" for sc, t in pool.route.items()), cfg.corpus,
              len(sampler.clips), sampler.frames / 25 / 3600, sum(p.numel() for p in student.parameters()) / 1e6,
@@ -285,7 +290,7 @@ def train(cfg: DistillConfig) -> Path:
             student.train()
             rng, gen = loop.step_randomness(cfg.seed, step, rt.rank, rt.device)
             batch = {k: v.to(rt.device) for k, v in sampler.draw(cfg.batch, rng).items()}
-            if cfg.gain_db > 0:
+            if cfg.gain_db > 0 and wcfg.front.kind == "logmel":
                 B = batch["mel"].shape[0]
                 gain = (torch.rand(B, 1, 1, generator=gen, device=rt.device) * 2 - 1) * cfg.gain_db * np.log(10) / 10
                 batch["mel"] = torch.where(batch["mel"] > SOUND, batch["mel"] + gain, batch["mel"])

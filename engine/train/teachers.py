@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine import motion as M
 from engine.data.corpus import VISEME_NAMES, Clip, read_manifest, read_shard
-from engine.data.dataset import WindowConfig, window
+from engine.data.dataset import WindowConfig, window, window_config
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
 from engine.models.loading import load_teacher
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SOUND = -13.0
 """Log-mel values above this are sound (the floor, engine.audio.features.SILENCE, is -13.8)."""
 MOUTH = [M.index(n) for n in M.EXPRESSIONS if n.startswith(("jaw", "mouth"))]
-ARTICULATION = [i for i in MOUTH if not M.MOTION_NAMES[i].startswith("mouthSmile")]
+ARTICULATION = list(M.ARTICULATION)
 """What closes when listening (a smile may stay)."""
 
 
@@ -49,7 +49,8 @@ class WindowSampler:
     """All clips of a corpus in memory; draws random windows (deterministic per seed and step), each
     scenario equally often whatever its share of the audio."""
 
-    def __init__(self, root: Path, scenarios: tuple[str, ...], wcfg: WindowConfig, share: float = 1.0) -> None:
+    def __init__(self, root: Path, scenarios: tuple[str, ...], wcfg: WindowConfig, share: float = 1.0,
+                 real_weight: float = 1.0) -> None:
         rows = read_manifest(root)
         if scenarios and not any(r["scenario"] in scenarios for r in rows):
             raise ValueError(f"{root} has no clips of scenarios {scenarios}")
@@ -65,7 +66,9 @@ class WindowSampler:
         frames = np.array([c.frames for c in self.clips], np.float64)
         scen = np.array([c.info.get("scenario", "speech") for c in self.clips])
         per = {sc: frames[scen == sc].sum() for sc in set(scen)}
-        self.p = frames / np.array([per[sc] for sc in scen]) / len(per)  # scenarios in equal shares
+        weight = {sc: (real_weight if sc == "real" else 1.0) for sc in per}
+        total = sum(weight.values())
+        self.p = frames / np.array([per[sc] for sc in scen]) * np.array([weight[sc] for sc in scen]) / total
         if replay:
             own = np.isin(scen, scenarios)
             others = len({s for s in per if s not in scenarios})
@@ -133,7 +136,7 @@ def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: Teach
         return torch.rand(*shape, generator=gen, device=dev)
 
     mel = b["mel"]
-    if train and cfg.gain_db > 0:  # random level, applied above the silence floor only
+    if train and cfg.gain_db > 0 and model.audio_encoder.config.features == "logmel":  # random level, applied above the silence floor only
         gain = (rand(B, 1, 1) * 2 - 1) * cfg.gain_db * np.log(10) / 10
         mel = torch.where(mel > SOUND, mel + gain, mel)
     if train and cfg.p_steer > 0:
@@ -209,6 +212,7 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
     """Lip sync (r, offset) and bilabial closure of generated motion, measured on the landmarks it
     produces on a reference face (no rendering: fast, for monitoring training). `generate_fn(model, mel,
     n_frames, style)` replaces the teacher's sampler (the student streams)."""
+    from engine.audio.frontend import model_rows
     from engine.data import styles
     from engine.data.corpus import scenario_clips
     from engine.eval import metrics as E
@@ -227,9 +231,9 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
             if not phon:
                 continue
             if generate_fn is not None:
-                mo = generate_fn(model, clip.mel, clip.frames, styles.scenario_prompt(sc))
+                mo = generate_fn(model, model_rows(model, clip), clip.frames, styles.scenario_prompt(sc))
             else:
-                mo = generate(model, clip.mel, clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
+                mo = generate(model, model_rows(model, clip), clip.frames, SampleConfig(steps=steps, guidance=Guidance(audio_guidance)),
                               style=styles.scenario_prompt(sc))
             mouth = mouth_opening(basis.landmarks(mo))
             lc = E.lag_corr(mouth, E.phoneme_openness(phon, clip.frames, 25), 10)
@@ -254,8 +258,10 @@ def default_reference_landmarks() -> np.ndarray:
 
 def _stats(sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     mo = np.concatenate([c.motion for c in sampler.clips])
-    mel = np.concatenate([c.mel.astype(np.float32) for c in sampler.clips[:200]])
-    mel = mel[mel.mean(1) > SOUND]
+    front = sampler.wcfg.front
+    mel = np.concatenate([front.clip_rows(c).astype(np.float32) for c in sampler.clips[:200]])
+    if front.kind == "logmel":
+        mel = mel[mel.mean(1) > SOUND]
     std = np.maximum(mo.std(0), 0.02)
     return (torch.from_numpy(mo.mean(0)), torch.from_numpy(std.astype(np.float32)),
             torch.from_numpy(mel.mean(0)), torch.from_numpy(np.maximum(mel.std(0), 0.5)))
@@ -275,10 +281,9 @@ def train(cfg: TeacherTrainConfig) -> Path:
         log.info("Initialised from %s", cfg.init)
     else:
         model = MotionTeacher(dim=mc.dim, depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio, dropout=mc.dropout,
-                              window=mc.window, audio={"lookahead": mc.lookahead, "dropout": mc.dropout})
-    wcfg = WindowConfig(frames=int(model.config.window), past=model.audio_encoder.past_frames,
-                        lookahead=model.audio_encoder.config.lookahead)
-    sampler = WindowSampler(Path(cfg.corpus), tuple(cfg.scenarios), wcfg, cfg.scenario_share)
+                              window=mc.window, audio=mc.audio_config())
+    wcfg = window_config(model.audio_encoder, model.config.window)
+    sampler = WindowSampler(Path(cfg.corpus), tuple(cfg.scenarios), wcfg, cfg.scenario_share, cfg.real_weight)
     log.info("Corpus %s: %d clips, %.2f h%s; model %.2fM parameters", cfg.corpus, len(sampler.clips),
              sampler.frames / 25 / 3600, f" ({', '.join(cfg.scenarios)})" if cfg.scenarios else "",
              sum(p.numel() for p in model.parameters()) / 1e6)

@@ -15,7 +15,8 @@ from engine.data import augment as A
 from engine.data import text as T
 from engine.data.build import BuildConfig, build, make_clip
 from engine.data.corpus import read_manifest, read_shard, scenario_clips
-from engine.data.dataset import SILENCE, WindowConfig, WindowDataset, window
+from engine.audio.features import SILENCE
+from engine.data.dataset import WindowConfig, WindowDataset, window
 from engine.data.tts import EspeakTTS, TTSConfig
 from engine.data.visemes import viseme_of
 

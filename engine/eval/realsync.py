@@ -1,0 +1,189 @@
+"""Real-voice lip sync on held-out real speakers (`talkcam eval realsync`).
+
+For every clip of a held-out real corpus (`talkcam data real`: whole speakers that no model trained on),
+each motion source makes the portrait speak the speaker's own audio; the rendered frames are re-measured
+with MediaPipe's face mesh and the mouth opening is correlated with the real speaker's own mouth opening
+(measured with the same face mesh on the real video, aligned by the offset the ingestion applied) at lags
+of -8..+8 frames: r at the best lag, the lag, and r at lag 0.
+
+Sources side by side, in one run:
+- ``loudness``: the loudness follower baseline (mouth = smoothed loudness: jawOpen from the level);
+- any model folder (a student streams through the live session, audio pushed in 40 ms pieces, with its
+  voice-activity gate unless `name:novad`).
+
+Voice activity: on the noisy-restaurant clip the frames where the real speaker's mouth stays closed for
+>= 5 frames in a row are the non-speech frames; on a white-noise file every frame is. The share of those
+frames where the avatar's lip gap stays < 0.03 IOD is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from engine import motion as M
+from engine.audio.io import SAMPLE_RATE
+from engine.eval import metrics as E
+from engine.eval.evaluate import EvalConfig, Evaluator, portrait_shape
+
+log = logging.getLogger(__name__)
+FPS = 25
+CLOSED = 0.03
+"""Lip gap (IOD) below which the mouth counts as closed in the voice-activity check."""
+NOISE_CLIP = "VisualVoice__noisy_restaurant"
+
+
+def loudness_motion(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """The loudness-follower baseline: jawOpen follows the smoothed level (dB between the clip's 10th and
+    97th percentile mapped to 0..0.7), everything else neutral."""
+    from engine.data.real import loudness
+
+    db = loudness(audio, n_frames)
+    lo, hi = np.percentile(db, 10), np.percentile(db, 97)
+    env = gaussian_filter1d(np.clip((db - lo) / max(hi - lo, 1e-6), 0, 1), 1.0)
+    mo = np.zeros((n_frames, M.DIM), np.float32)
+    mo[:, M.index("jawOpen")] = 0.7 * env
+    return mo
+
+
+def _source_motion(name: str, what: str, audio: np.ndarray, n: int, shape: np.ndarray, steps: int) -> np.ndarray:
+    if what == "loudness":
+        return loudness_motion(audio, n)
+    from engine.runtime.config import SessionConfig
+    from engine.runtime.session import StudentSession, load_session_models
+
+    folder, _, flag = str(what).partition(":")
+    models = load_session_models(Path(folder))
+    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=flag != "novad"),
+                          schedule=models.schedule, shape=shape)
+    mo = np.concatenate(list(sess.stream(audio, 640, n)))
+    return mo[:n]
+
+
+def closed_runs(mouth: np.ndarray, closed: float = CLOSED, run: int = 5) -> np.ndarray:
+    """Frames inside runs of >= `run` frames whose lip gap is below `closed` (the speaker is not talking)."""
+    c = np.nan_to_num(mouth, nan=1.0) < closed
+    out = np.zeros_like(c)
+    i = 0
+    while i < len(c):
+        if c[i]:
+            j = i
+            while j < len(c) and c[j]:
+                j += 1
+            if j - i >= run:
+                out[i:j] = True
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources: dict[str, str],
+             config: EvalConfig | None = None, max_seconds: float = 20.0, noise_seconds: float = 10.0,
+             cache_dir: Path | None = None) -> dict:
+    """Score every source on every held-out clip (first `max_seconds` of each) and on white noise."""
+    from engine.data.corpus import read_manifest, read_shard
+    from engine.data.ingest import track_face
+    from engine.face.tracking import mouth_opening
+
+    cfg = config or EvalConfig(size=(256, 256))
+    ev = Evaluator(cfg)
+    framed = ev.frame(portrait, cache_dir)
+    shape = portrait_shape(framed)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_manifest(heldout)
+    result: dict = {"portrait": str(portrait), "size": list(cfg.size), "clips": {}, "noise": {}}
+    for row in rows:
+        clip = read_shard(heldout / row["shard"])[row["index"]]
+        src = clip.info["source"]
+        n = min(clip.frames, int(max_seconds * FPS))
+        audio = clip.audio[: int(n / FPS * SAMPLE_RATE)]
+        shift = int(src.get("shift") or 0)
+        tr = track_face(real_root / src["video"], ev.landmarker, n + max(shift, 0) + 1, half=src.get("half"))
+        ref = mouth_opening(tr.landmarks)
+        ref = ref[shift:] if shift > 0 else np.concatenate([np.full(-shift, np.nan), ref])
+        ref = ref[:n]
+        per = {"seconds": n / FPS, "language": clip.info.get("language", "?")}
+        for name, what in sources.items():
+            mo = _source_motion(name, what, audio, n, shape, cfg.steps)
+            m = ev.measure(ev.render(framed, mo))
+            lc = E.lag_corr(m.mouth[:n], ref, 8)
+            loud = E.lag_corr(m.mouth[:n], _loudness_curve(audio, n), 8)
+            per[name] = {"r": lc.r, "lag": lc.offset, "r0": lc.r0, "r_loudness": loud.r}
+            if row["id"].endswith(NOISE_CLIP):
+                quiet = closed_runs(ref)
+                per[name]["nonspeech_frames"] = int(quiet.sum())
+                per[name]["nonspeech_closed"] = float((np.nan_to_num(m.mouth[:n][quiet], nan=1) < CLOSED).mean()) \
+                    if quiet.any() else float("nan")
+            log.info("%s %s: r %.3f lag %+d (r0 %.3f)", row["id"], name, lc.r, lc.offset, lc.r0)
+        own = E.lag_corr(ref, _loudness_curve(audio, n), 8)
+        per["speaker_vs_loudness"] = own.r
+        result["clips"][row["id"]] = per
+        _write(out, result)
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal(int(noise_seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
+    n = int(noise_seconds * FPS)
+    for name, what in sources.items():
+        mo = _source_motion(name, what, noise, n, shape, cfg.steps)
+        m = ev.measure(ev.render(framed, mo))
+        result["noise"][name] = {"closed": float((np.nan_to_num(m.mouth, nan=1) < CLOSED).mean()),
+                                 "mean_gap": float(np.nanmean(m.mouth))}
+    result["summary"] = summarize(result, list(sources))
+    result["table"] = table(result, list(sources))
+    _write(out, result)
+    (out / "realsync.md").write_text(result["table"], "utf-8")
+    return result
+
+
+def _loudness_curve(audio: np.ndarray, n: int) -> np.ndarray:
+    from engine.data.real import loudness
+
+    return loudness(audio, n)
+
+
+def summarize(result: dict, names: list[str]) -> dict:
+    out = {}
+    for name in names:
+        rs = [c[name]["r"] for c in result["clips"].values() if name in c]
+        lags = [c[name]["lag"] for c in result["clips"].values() if name in c]
+        out[name] = {"median_r": float(np.median(rs)) if rs else float("nan"), "min_r": float(np.min(rs)) if rs else float("nan"),
+                     "lags": lags, "noise_closed": result["noise"].get(name, {}).get("closed")}
+    return out
+
+
+def table(result: dict, names: list[str]) -> str:
+    clips = list(result["clips"])
+    lines = ["Held-out real speakers: correlation of the avatar's re-measured mouth opening with the speaker's own "
+             "(r at the best lag, lag in frames; + = avatar late). Last column: the speaker's own mouth against loudness.", "",
+             "| clip | seconds | " + " | ".join(names) + " | speaker vs loudness |", "|---" * (len(names) + 3) + "|"]
+    for cid in clips:
+        c = result["clips"][cid]
+        cells = [f"{c[n]['r']:.3f} ({c[n]['lag']:+d})" if n in c else "-" for n in names]
+        lines.append(f"| {cid.removeprefix('real-')} | {c['seconds']:.0f} | " + " | ".join(cells)
+                     + f" | {c['speaker_vs_loudness']:.3f} |")
+    s = result.get("summary", {})
+    if s:
+        lines.append("| **median** | | " + " | ".join(f"**{s[n]['median_r']:.3f}**" for n in names) + " | |")
+        lines.append("| min | | " + " | ".join(f"{s[n]['min_r']:.3f}" for n in names) + " | |")
+    lines += ["", "Voice activity: share of non-speech frames with the lips closed (< 0.03 IOD).", "",
+              "| input | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    noisy = next((c for k, c in result["clips"].items() if k.endswith(NOISE_CLIP)), None)
+    if noisy is not None:
+        lines.append("| noisy restaurant (frames the speaker's mouth stays shut) | "
+                     + " | ".join(f"{noisy[n].get('nonspeech_closed', float('nan')):.2f}" for n in names) + " |")
+    if result["noise"]:
+        lines.append("| white noise, 10 s | " + " | ".join(f"{result['noise'][n]['closed']:.2f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, result: dict) -> None:
+    (out / "realsync.json").write_text(json.dumps(result, indent=1, default=float), "utf-8")
+
+
+def config_for(size: tuple[int, int], steps: int, refiner: bool) -> EvalConfig:
+    return replace(EvalConfig(), size=size, steps=steps, refiner=refiner)
