@@ -408,12 +408,14 @@ class DataReal:
     """The real-media folder (with talking_manifest.csv)."""
     only: tuple[str, ...] = ()
     """Only clips whose file name contains one of these."""
+    train_corpus: Path | None = None
+    """Where the training speakers go (default OUT/train): e.g. the TTS corpus, to train on the mix."""
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
         from engine.data.real import ingest_real
 
-        report = ingest_real(self.real, self.out, only=self.only)
+        report = ingest_real(self.real, self.out, only=self.only, train_corpus=self.train_corpus)
         kept = [c for c in report["clips"] if not c["decision"].startswith("rejected")]
         log.info("%d clips ingested (%d rejected); natural lag %+d frames; report: %s", len(kept),
                  len(report["clips"]) - len(kept), report["natural_lag"], self.out / "report.md")

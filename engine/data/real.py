@@ -4,11 +4,12 @@ For every clip of `talking_manifest.csv` (folders `talking/` and `talking_lowres
 - the face is tracked on every 25 fps frame and the motion fitted (`engine.data.ingest`); the split-screen
   interview is ingested as two speakers, each half on its own;
 - the **audio/mouth offset** is measured: the speaker's detrended mouth opening is correlated with the
-  audio's loudness envelope at lags of -10..+10 frames; the peak's prominence over far lags (20-50 frames)
+  audio's loudness envelope at lags of -15..+15 frames; the peak's prominence over far lags (20-50 frames)
   is its z-score. Mouths lead or trail loudness by a natural amount, so the correction is the clip's lag
   minus the median lag of the confidently measured clips (z >= 3); it is applied when the clip's own
-  z >= 2.5. A clip long enough to measure (>= 6 s) whose z < 1.5 shows no audio/mouth relation and is
-  rejected; shorter clips keep offset 0 (their sync rests on provenance: studio corpora);
+  z >= 2.5. Clips shorter than 6 s are too short to measure and keep offset 0 (their sync rests on
+  provenance: studio corpora). A longer clip whose z < 1.5 (no audio/mouth relation) or whose peak sits
+  at the edge of the search is rejected;
 - whole speakers are held out for evaluation (`HELDOUT`), never frames of a training clip.
 
 Writes OUT/train (corpus shards, scenario "real"), OUT/heldout (the held-out clips as shards, plus their
@@ -43,6 +44,11 @@ HELDOUT = (
 )
 """Clips whose speakers never enter training (whole people; no other clip of theirs is in the data)."""
 
+MAX_LAG = 15
+"""Lags searched (frames, 600 ms); a peak at the edge is no measurement."""
+MIN_MEASURE_SECONDS = 6.0
+"""Shorter clips are too short for a trustworthy offset (their far-lag statistics cover the whole clip)."""
+
 SPLIT = {"talking/VisualVoice__interview.mp4": ("left", "right")}
 """Split-screen clips: each half is one speaker."""
 
@@ -65,8 +71,9 @@ def loudness(audio: np.ndarray, n_frames: int) -> np.ndarray:
     return np.maximum(db, db.max() - 60)
 
 
-def measure_sync(mouth: np.ndarray, audio: np.ndarray, max_lag: int = 10) -> ClipSync:
+def measure_sync(mouth: np.ndarray, audio: np.ndarray, max_lag: int | None = None) -> ClipSync:
     """Audio/mouth lag of a clip from the loudness envelope (see the module docstring)."""
+    max_lag = MAX_LAG if max_lag is None else max_lag
     n = len(mouth)
     x = detrend(np.asarray(mouth, np.float64), 12.0)
     y = detrend(loudness(audio, n).astype(np.float64), 12.0)
@@ -86,8 +93,10 @@ def manifest_rows(root: Path) -> list[dict]:
         return [r for r in csv.DictReader(f) if r["file"].startswith(("talking/", "talking_lowres/"))]
 
 
-def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: tuple[str, ...] = ()) -> dict:
-    """Ingest every talking clip of `root` (../shared/data/real) into OUT/train and OUT/heldout."""
+def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: tuple[str, ...] = (),
+                train_corpus: Path | None = None) -> dict:
+    """Ingest every talking clip of `root` (../shared/data/real) into OUT/heldout and `train_corpus`
+    (default OUT/train; give a TTS corpus to train on the mix)."""
     from engine.data.ingest import fit_motion, track_face, write_clip
     from engine.face.landmarks import FaceLandmarker
     from engine.face.tracking import mouth_opening
@@ -117,14 +126,19 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
                          sync.lag, sync.r, sync.z)
     finally:
         landmarker.close()
-    confident = [m["sync"].lag for m in measured if m["sync"].z >= 3.0]
+    confident = [m["sync"].lag for m in measured if m["sync"].z >= 3.0 and len(m["motion"]) >= MIN_MEASURE_SECONDS * FPS
+                 and abs(m["sync"].lag) < MAX_LAG]
     natural = int(np.median(confident)) if confident else 0
     report = {"natural_lag": natural, "confident_clips": len(confident), "clips": []}
     for m in measured:
         row, sync, n = m["row"], m["sync"], len(m["motion"])
         seconds = n / FPS
-        if seconds >= 6 and sync.z < 1.5:
+        if seconds < MIN_MEASURE_SECONDS:
+            decision, shift = "kept at offset 0 (too short to measure; sync by provenance)", 0
+        elif sync.z < 1.5:
             decision, shift = "rejected: no audio/mouth relation (z < 1.5)", None
+        elif abs(sync.lag) >= MAX_LAG:
+            decision, shift = f"rejected: correlation peak at the edge of the search (|lag| >= {MAX_LAG})", None
         elif sync.z >= 2.5:
             shift = sync.lag - natural
             decision = f"offset corrected by {shift:+d} frames" if shift else "in sync"
@@ -144,7 +158,7 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
             motion = motion[shift:]
         elif shift < 0:
             motion = np.concatenate([np.repeat(motion[:1], -shift, 0), motion])[:n]
-        dest = out / ("heldout" if held else "train")
+        dest = out / "heldout" if held else Path(train_corpus or out / "train")
         info = {"id": f"real-{name}", "scenario": "real", "language": _language(row), "voice": f"real:{name}",
                 "style": "real", "text": "", "augment": {},
                 "source": {"video": row["file"], "half": m["half"], "license": row.get("license", ""),

@@ -10,12 +10,12 @@ import pytest
 from torch.utils.data import DataLoader
 
 from engine import motion as M
+from engine.audio.features import SILENCE
 from engine.audio.io import SAMPLE_RATE
 from engine.data import augment as A
 from engine.data import text as T
 from engine.data.build import BuildConfig, build, make_clip
 from engine.data.corpus import read_manifest, read_shard, scenario_clips
-from engine.audio.features import SILENCE
 from engine.data.dataset import WindowConfig, WindowDataset, window
 from engine.data.tts import EspeakTTS, TTSConfig
 from engine.data.visemes import viseme_of

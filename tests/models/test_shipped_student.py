@@ -12,7 +12,7 @@ import torch
 
 from engine import motion as M
 from engine import paths
-from engine.audio.features import log_mel
+from engine.audio.frontend import front_end
 from engine.audio.io import SAMPLE_RATE, load_audio
 from engine.eval import metrics as E
 from engine.face.tracking import mouth_opening
@@ -62,13 +62,14 @@ def test_real_weights_stream_exactly_like_the_full_sequence(parts):
 def test_speech_drives_the_mouth_in_sync(parts, basis, utterance, steps):  # noqa: F811
     student, corrector, schedule = parts
     audio, phonemes, n = utterance
-    mel = log_mel(audio, None, n)
+    front = front_end(student.audio_encoder.config)
+    mel = front.offline(audio, n)
     gt = E.phoneme_openness(phonemes, n, 25)
     cfg = SessionConfig(steps=steps)
     mo = stream_motion(student, mel, n, cfg, corrector=corrector, schedule=schedule)
     lc = E.lag_corr(mouth_opening(basis.landmarks(mo)), gt, 10)
     assert lc.r > 0.35 and abs(lc.offset) <= 3, lc
-    deaf = stream_motion(student, np.full_like(mel, np.log(1e-6)), n, cfg, corrector=corrector, schedule=schedule)
+    deaf = stream_motion(student, np.full_like(mel, front.pad), n, cfg, corrector=corrector, schedule=schedule)
     assert E.lag_corr(mouth_opening(basis.landmarks(deaf)), gt, 10).r0 < lc.r - 0.25  # the audio is what matters
 
 
@@ -96,7 +97,7 @@ def test_real_voice_opens_for_speech_and_closes_in_pauses(parts, basis, data_dir
     student, corrector, schedule = parts
     audio = load_audio(data_dir / "real" / "eng.wav")[: 12 * SAMPLE_RATE]
     n = int(len(audio) / SAMPLE_RATE * 25)
-    mo = stream_motion(student, log_mel(audio, None, n), n, SessionConfig(steps=2), corrector=corrector,
+    mo = stream_motion(student, front_end(student.audio_encoder.config).offline(audio, n), n, SessionConfig(steps=2), corrector=corrector,
                        schedule=schedule)
     mouth = mouth_opening(basis.landmarks(mo))
     voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)

@@ -9,7 +9,7 @@ import pytest
 
 from engine import motion as M
 from engine import paths
-from engine.audio.features import log_mel
+from engine.audio.frontend import front_end
 from engine.audio.io import SAMPLE_RATE, load_audio, resample
 from engine.eval import metrics as E
 from engine.face.tracking import mouth_opening
@@ -53,18 +53,19 @@ def test_all_teachers_ship_small_and_load():
 
 def test_speech_drives_the_mouth_in_sync(generalist, basis, utterance):
     audio, phonemes, n = utterance
-    mel = log_mel(audio, None, n)
+    front = front_end(generalist.audio_encoder.config)
+    mel = front.offline(audio, n)
     gt = E.phoneme_openness(phonemes, n, 25)
     mo = generate(generalist, mel, n, SampleConfig(steps=8, guidance=Guidance(2.0)))
     lc = E.lag_corr(mouth_opening(basis.landmarks(mo)), gt, 10)
     assert lc.r > 0.35 and abs(lc.offset) <= 3
-    deaf = generate(generalist, np.full_like(mel, np.log(1e-6)), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
+    deaf = generate(generalist, np.full_like(mel, front.pad), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
     assert E.lag_corr(mouth_opening(basis.landmarks(deaf)), gt, 10).r0 < lc.r - 0.25  # the audio is what matters
 
 
 def test_controls_are_obeyed(generalist, basis, utterance):
     audio, _, n = utterance
-    mel = log_mel(audio, None, n)
+    mel = front_end(generalist.audio_encoder.config).offline(audio, n)
     cfg = SampleConfig(steps=8, guidance=Guidance(2.0))
     free = generate(generalist, mel, n, cfg)
 
@@ -91,7 +92,7 @@ def test_controls_are_obeyed(generalist, basis, utterance):
 def test_real_voice_opens_for_speech_and_closes_in_pauses(generalist, basis, data_dir):
     audio = load_audio(data_dir / "real" / "eng.wav")[: 12 * SAMPLE_RATE]
     n = int(len(audio) / SAMPLE_RATE * 25)
-    mo = generate(generalist, log_mel(audio, None, n), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
+    mo = generate(generalist, front_end(generalist.audio_encoder.config).offline(audio, n), n, SampleConfig(steps=8, guidance=Guidance(2.0)))
     mouth = mouth_opening(basis.landmarks(mo))
     voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)
     assert voiced.mean() > 0.3 and (~voiced).sum() > 10
