@@ -58,15 +58,28 @@ class FrontEnd:
         return log_mel(audio, None, n_frames)
 
     def clip_rows(self, clip) -> np.ndarray:
-        """A corpus clip's rows (stored in its shard; computed now if the shard predates them)."""
+        """A corpus clip's rows (stored in its shard; computed now if the shard predates them or stored them
+        with other window settings)."""
         if self.kind == "speech":
-            if clip.speech is None:
+            if clip.speech is None or stored_speech_settings(clip.info) != speech_settings(self.speech):
                 clip.speech = speech_features(clip.audio, clip.frames, self.speech)
+                clip.info["speech_features"] = speech_settings(self.speech)
             return clip.speech
         return clip.mel
 
     def pad_rows(self, frames: int) -> np.ndarray:
         return np.full((frames * self.rows_per_frame, self.dim), self.pad, np.float32)
+
+
+def speech_settings(cfg: SpeechFeatureConfig | None) -> dict:
+    """What a clip's stored speech rows depend on (recorded in its shard record)."""
+    cfg = cfg or SpeechFeatureConfig()
+    return {"chunk": cfg.chunk, "lookahead": cfg.lookahead, "window": cfg.window}
+
+
+def stored_speech_settings(info: dict) -> dict:
+    """The settings a clip's rows were made with (shards that predate the record used the defaults)."""
+    return info.get("speech_features") or speech_settings(None)
 
 
 def model_rows(model, clip) -> np.ndarray:

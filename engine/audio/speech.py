@@ -256,7 +256,7 @@ VAD_BLOCK = 512  # samples per silero-vad block at 16 kHz (32 ms)
 @dataclass(frozen=True)
 class VADConfig:
     threshold: float = 0.5
-    """Speech probability above which a block is speech."""
+    """Speech probability at or above which a block is speech."""
     lookahead: int = 2
     """Video frames after frame t whose audio may open the mouth at t (the session's lookahead)."""
     hangover: int = 3
@@ -264,8 +264,9 @@ class VADConfig:
 
 
 class StreamingVAD:
-    """Samples in -> one speech flag per video frame, emitted once the frame's lookahead has arrived
-    (frame t is ready when samples up to (t + 1 + lookahead) * 640 are in)."""
+    """Samples in -> one speech flag per video frame. Frame t reads the detector blocks that lie wholly
+    inside [(t - hangover) * 640, (t + 1 + lookahead) * 640), so no audio after its lookahead reaches it, and
+    it is emitted as soon as those blocks are in (never later than the speech features of its chunk)."""
 
     def __init__(self, config: VADConfig | None = None) -> None:
         self.config = config or VADConfig()
@@ -275,8 +276,9 @@ class StreamingVAD:
     def reset(self) -> None:
         self._model.reset_states()
         self._pending = np.zeros(0, np.float32)
-        self._probs: list[float] = []  # per block from the stream's start
-        self._frame = 0
+        self._probs: list[float] = []  # per block, from block `_first` on (older ones are dropped)
+        self._first = 0
+        self.frame = 0  # next frame to emit
         self._samples = 0
 
     def _feed(self, audio: np.ndarray) -> None:
@@ -295,24 +297,31 @@ class StreamingVAD:
         self._feed(audio)
         return self._emit()
 
-    def _emit(self, limit: int | None = None) -> np.ndarray:
+    def _blocks(self, t: int) -> tuple[int, int]:
         cfg = self.config
-        covered = len(self._probs) * VAD_BLOCK
-        probs = np.asarray(self._probs)
+        lo = max(0, (t - cfg.hangover) * SAMPLES_PER_FRAME) // VAD_BLOCK
+        hi = (t + 1 + cfg.lookahead) * SAMPLES_PER_FRAME // VAD_BLOCK  # blocks ending at or before the lookahead
+        return lo, max(hi, lo)
+
+    def _emit(self, limit: int | None = None) -> np.ndarray:
         out = []
-        while (self._frame + 1 + cfg.lookahead) * SAMPLES_PER_FRAME <= covered:
-            if limit is not None and self._frame >= limit:
+        while True:
+            lo, hi = self._blocks(self.frame)
+            if hi > self._first + len(self._probs) or (limit is not None and self.frame >= limit):
                 break
-            lo = max(0, (self._frame - cfg.hangover) * SAMPLES_PER_FRAME) // VAD_BLOCK
-            hi = -(-(self._frame + 1 + cfg.lookahead) * SAMPLES_PER_FRAME // VAD_BLOCK)
-            out.append(bool((probs[lo:hi] >= cfg.threshold).any()))
-            self._frame += 1
+            probs = self._probs[lo - self._first: hi - self._first]
+            out.append(any(p >= self.config.threshold for p in probs))
+            self.frame += 1
+        drop = self._blocks(self.frame)[0] - self._first  # blocks no later frame reads
+        if drop > 0:
+            del self._probs[:drop]
+            self._first += drop
         return np.asarray(out, bool)
 
     def finish(self) -> np.ndarray:
         """Flush: pad with silence and emit the flags of every frame the audio covers (whole frames)."""
         total = -(-self._samples // SAMPLES_PER_FRAME)
-        need = (total + 1 + self.config.lookahead) * SAMPLES_PER_FRAME - len(self._probs) * VAD_BLOCK
+        need = (total + 1 + self.config.lookahead) * SAMPLES_PER_FRAME - (self._first + len(self._probs)) * VAD_BLOCK
         if need > 0:
             self._feed(np.zeros(need + VAD_BLOCK, np.float32))
         return self._emit(limit=total)

@@ -188,6 +188,7 @@ def add_speech_features(root: Path, config=None, progress=None, recompute: bool 
     """Compute the speech-encoder rows (engine.audio.speech) of every clip in the corpus `root` that lacks
     them (all clips with `recompute`) and rewrite its shard (atomically; an interrupted run resumes).
     Returns the clips computed."""
+    from engine.audio.frontend import speech_settings, stored_speech_settings
     from engine.audio.speech import speech_features
 
     done = 0
@@ -197,9 +198,11 @@ def add_speech_features(root: Path, config=None, progress=None, recompute: bool 
         if shard_records(path) is None:
             continue
         clips = read_shard(path)
-        todo = [c for c in clips if c.speech is None or recompute]
+        todo = [c for c in clips if c.speech is None or recompute
+                or stored_speech_settings(c.info) != speech_settings(config)]
         for c in todo:
             c.speech = speech_features(c.audio, c.frames, config)
+            c.info["speech_features"] = speech_settings(config)
         if todo:
             write_shard(path, clips)
             done += len(todo)

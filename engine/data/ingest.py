@@ -111,11 +111,13 @@ def fit_motion(track: Track) -> tuple[np.ndarray, int]:
 def write_clip(out: Path, sound: np.ndarray, motion: np.ndarray, info: dict) -> None:
     """Add one real clip (16 kHz audio, motion per frame, record) to the corpus `out` as its own shard,
     with its log-mel and speech-encoder features, and rewrite the manifest."""
+    from engine.audio.frontend import speech_settings
     from engine.audio.speech import speech_features
 
     T = len(motion)
     sound = sound[: int(np.ceil(T / FPS * SAMPLE_RATE))]
-    info = {**info, "duration": round(len(sound) / SAMPLE_RATE, 4), "frames": T, "phonemes": []}
+    info = {**info, "duration": round(len(sound) / SAMPLE_RATE, 4), "frames": T, "phonemes": [],
+            "speech_features": speech_settings(None)}
     clip = Clip(audio=sound, mel=log_mel(sound, n_frames=T), motion=motion, viseme=np.full(T, -1, np.int8),
                 info=info, speech=speech_features(sound, T))
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ def sweep(model_dir: Path, corpus: Path, portrait: Path, out: Path, scales=(1.0,
             for sc, _, clip in chosen:
                 phon = clip.phonemes
                 mo = motion_for("model", clip.audio, clip.frames, phon, model=model, config=c, shape=shape,
-                                mel=model_rows(model, clip), style=styles.scenario_prompt(sc))
+                                mel=None if hasattr(model, "student") else model_rows(model, clip), style=styles.scenario_prompt(sc))
                 m = ev.measure(ev.render(framed, mo), None, None)
                 s = ev.score(m, clip.audio, phon)
                 per.append({"scenario": sc, "r": s["lipsync_tts"]["r"], "r0": s["lipsync_tts"]["r0"],

@@ -43,8 +43,8 @@ class AudioEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, n_mels: int = 80, mels_per_frame: int = 4, channels: int = 192, dim: int = 192,
                  kernel: int = 3, dilations: tuple[int, ...] = (1, 2, 4, 1), lookahead: int = 2,
-                 dropout: float = 0.1, features: str = "logmel", feature_chunk: int = 3, feature_lookahead: int = 0,
-                 feature_window: int = 50) -> None:
+                 dropout: float = 0.1, features: str = "logmel", feature_chunk: int = 3, feature_lookahead: int = 2,
+                 feature_window: int = 30) -> None:
         super().__init__()
         self.inp = nn.Conv1d(n_mels, channels, kernel_size=mels_per_frame, stride=mels_per_frame)
         self.blocks = nn.ModuleList(_CausalBlock(channels, kernel, d, dropout) for d in dilations)

@@ -78,6 +78,9 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         super().__init__()
         if chunk < 1 or window < chunk or sink_frames < 0:
             raise ValueError(f"need chunk >= 1, window >= chunk, sink_frames >= 0 (got {chunk}, {window}, {sink_frames})")
+        if (audio or {}).get("features") == "speech" and int(audio.get("feature_chunk", chunk)) != chunk:
+            raise ValueError(f"the speech features are computed per chunk of {audio['feature_chunk']} frames but the "
+                             f"student's chunk is {chunk}: they must be equal (the session's chunk grid)")
         self.build_trunk(motion_dim, dim, depth, heads, mlp_ratio, dropout, shape_dim, style_vocab, audio)
         self.guide = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         nn.init.zeros_(self.guide[2].weight)

@@ -156,8 +156,7 @@ class SpeechGate:
 
     def reset(self) -> None:
         self.vad.reset()
-        self._flags = np.zeros(0, bool)
-        self._start = 0  # frame index of _flags[0]
+        self._flags = np.zeros(0, bool)  # flags of frames [vad.frame - len(_flags), vad.frame)
         self._gain = 0.0
         self.used = False  # audio was pushed (precomputed feature rows carry no audio to listen to)
 
@@ -169,20 +168,19 @@ class SpeechGate:
         self._flags = np.concatenate([self._flags, self.vad.finish()])
 
     def apply(self, first: int, motion: np.ndarray) -> np.ndarray:
-        """Gate motion frames [first, first + n) in place (engine.motion units); frames past the audio's
-        end count as silence."""
+        """Gate motion frames [first, first + n) in place (engine.motion units); frames without a flag (past
+        the audio's end) count as silence."""
         if not self.used:
             return motion
+        start = self.vad.frame - len(self._flags)  # frame index of _flags[0]
+        art = list(M.ARTICULATION)
         for i in range(len(motion)):
-            k = first + i - self._start
+            k = first + i - start
             speech = bool(self._flags[k]) if 0 <= k < len(self._flags) else False
             self._gain = 1.0 if speech else max(0.0, self._gain - self.step)
             if self._gain < 1.0:
-                motion[i, list(M.ARTICULATION)] *= self._gain
-        drop = first + len(motion) - self._start
-        if drop > 0:
-            self._flags = self._flags[drop:]
-            self._start += drop
+                motion[i, art] *= self._gain
+        self._flags = self._flags[max(0, first + len(motion) - start):]
         return motion
 
 

@@ -87,16 +87,26 @@ def test_session_lookahead_is_exact(speech_student, speech):
     t + 1 + L frames is in; audio after that cannot change it, audio just before can."""
     k, la = 3, speech_student.audio_encoder.audio_lookahead
     assert la == 2
-    base = _stream(speech_student, speech)
     t = 32  # last frame of chunk 10
-    end = (t + 1 + la) * SAMPLES_PER_FRAME
-    after = speech.copy()
-    after[end:] = 0.3 * np.random.default_rng(3).standard_normal(len(after) - end).astype(np.float32)
-    np.testing.assert_allclose(_stream(speech_student, after)[: t + 1], base[: t + 1], atol=1e-6)
-    at = speech.copy()
-    at[end - SAMPLES_PER_FRAME: end] = 0.3 * np.random.default_rng(4).standard_normal(SAMPLES_PER_FRAME).astype(np.float32)
-    assert np.abs(_stream(speech_student, at)[t] - base[t]).max() > 1e-4
     assert t % k == k - 1
+    end = (t + 1 + la) * SAMPLES_PER_FRAME
+    for vad in (False, True):  # the voice-activity gate reads no further ahead than the features
+        base = _stream(speech_student, speech, vad)
+        after = speech.copy()
+        after[end:] = 0.3 * np.random.default_rng(3).standard_normal(len(after) - end).astype(np.float32)
+        np.testing.assert_allclose(_stream(speech_student, after, vad)[: t + 1], base[: t + 1], atol=1e-6)
+        at = speech.copy()
+        at[end - SAMPLES_PER_FRAME: end] = 0.3 * np.random.default_rng(4).standard_normal(SAMPLES_PER_FRAME).astype(np.float32)
+        assert np.abs(_stream(speech_student, at, vad)[t] - base[t]).max() > 1e-4
+
+
+def test_gated_session_is_the_same_for_any_piece_size(speech_student, speech):
+    """Live (320-sample pieces), render (640) and big pieces give the same gated motion."""
+    ref = _stream(speech_student, speech, True, 640)
+    for piece in (320, 777, 5000):
+        np.testing.assert_allclose(_stream(speech_student, speech, True, piece), ref, atol=1e-6)
+    free = _stream(speech_student, speech, False, 640)
+    assert not np.allclose(ref[:, list(M.ARTICULATION)], free[:, list(M.ARTICULATION)])  # the gate did act
 
 
 def test_session_streaming_equals_offline_rows(speech_student, speech):
