@@ -109,9 +109,15 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
         ref = ref[shift:] if shift > 0 else np.concatenate([np.full(-shift, np.nan), ref])
         ref = ref[:n]
         per = {"seconds": n / FPS, "language": clip.info.get("language", "?")}
+        picks = _sheet_frames(ref)
+        sheet = {"speaker": _video_frames(real_root / src["video"], picks, shift, src.get("half"))}
+        curves = {"speaker": ref}
         for name, what in sources.items():
             mo = _source_motion(name, what, audio, n, shape, cfg.steps)
-            m = ev.measure(ev.render(framed, mo))
+            kept: dict[int, np.ndarray] = {}
+            m = ev.measure(_keep(ev.render(framed, mo), picks, kept))
+            sheet[name] = [kept.get(i) for i in picks]
+            curves[name] = m.mouth[:n]
             lc = E.lag_corr(m.mouth[:n], ref, 8)
             loud = E.lag_corr(m.mouth[:n], _loudness_curve(audio, n), 8)
             per[name] = {"r": lc.r, "lag": lc.offset, "r0": lc.r0, "r_loudness": loud.r}
@@ -124,6 +130,9 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
         own = E.lag_corr(ref, _loudness_curve(audio, n), 8)
         per["speaker_vs_loudness"] = own.r
         result["clips"][row["id"]] = per
+        name = row["id"].removeprefix("real-")
+        _plot_curves(out / f"{name}_mouth.png", curves, name)
+        _crop_sheet(out / f"{name}_sheet.png", sheet, ev.landmarker)
         _write(out, result)
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(int(noise_seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
@@ -138,6 +147,90 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
     _write(out, result)
     (out / "realsync.md").write_text(result["table"], "utf-8")
     return result
+
+
+def _sheet_frames(ref: np.ndarray, count: int = 8) -> list[int]:
+    """Frames for the crop sheet: the speaker's most open and most closed moments, spread over the clip."""
+    ok = np.flatnonzero(np.isfinite(ref))
+    if len(ok) < count:
+        return ok.tolist()
+    parts = np.array_split(ok, count)
+    return [int(p[np.nanargmax(ref[p])] if i % 2 == 0 else p[np.nanargmin(ref[p])]) for i, p in enumerate(parts)]
+
+
+def _keep(frames, picks: list[int], kept: dict):
+    want = set(picks)
+    for i, f in enumerate(frames):
+        if i in want:
+            kept[i] = f
+        yield f
+
+
+def _video_frames(video: Path, picks: list[int], shift: int, half: str | None) -> list[np.ndarray | None]:
+    """The real speaker's frames at the audio frames `picks` (the ingestion's offset applied)."""
+    from engine.data.ingest import video_frames
+
+    if not picks:
+        return []
+    want = {i + shift: i for i in picks}
+    got: dict[int, np.ndarray] = {}
+    for j, f in enumerate(video_frames(video, FPS, max(want) + 1, half)):
+        if j in want:
+            got[want[j]] = f
+    return [got.get(i) for i in picks]
+
+
+def _face_crop(img: np.ndarray | None, landmarker, size: int = 160) -> np.ndarray:
+    from PIL import Image
+
+    from engine.face.tracking import track
+
+    if img is None:
+        return np.zeros((int(size * 0.8), size, 3), np.uint8)
+    tr = track([img], landmarker)
+    if not tr.found[0]:
+        return np.asarray(Image.fromarray(img).resize((size, int(size * 0.8))))
+    lm = tr.landmarks[0]
+    mouth = lm[[13, 14, 61, 291], :2].mean(0)
+    half = 0.9 * np.linalg.norm(lm[468, :2] - lm[473, :2])
+    x0, y0 = int(mouth[0] - half), int(mouth[1] - half * 0.8)
+    box = (x0, y0, x0 + int(2 * half), y0 + int(1.6 * half))
+    return np.asarray(Image.fromarray(img).crop(box).resize((size, int(size * 0.8))))
+
+
+def _crop_sheet(path: Path, sheet: dict[str, list], landmarker) -> None:
+    """Rows: the real speaker, then each source; columns: the same frames. Mouth crops."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for name, frames in sheet.items():
+        crops = [_face_crop(f, landmarker) for f in frames]
+        row = np.concatenate(crops, 1)
+        label = Image.new("RGB", (110, row.shape[0]), (255, 255, 255))
+        ImageDraw.Draw(label).text((4, row.shape[0] // 2 - 6), name, fill=(0, 0, 0))
+        rows.append(np.concatenate([np.asarray(label), row], 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def _plot_curves(path: Path, curves: dict[str, np.ndarray], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 3.2))
+    t = np.arange(len(curves["speaker"])) / FPS
+    for name, y in curves.items():
+        y = np.asarray(y, float)
+        z = (y - np.nanmean(y)) / (np.nanstd(y) + 1e-9)
+        ax.plot(t[: len(z)], z[: len(t)], lw=2.0 if name == "speaker" else 1.0, label=name,
+                color="k" if name == "speaker" else None, alpha=1.0 if name == "speaker" else 0.8)
+    ax.set_title(f"{title}: mouth opening (standardised), real speaker vs avatar")
+    ax.set_xlabel("seconds")
+    ax.legend(loc="upper right", ncol=len(curves))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _loudness_curve(audio: np.ndarray, n: int) -> np.ndarray:
