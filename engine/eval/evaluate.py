@@ -63,6 +63,9 @@ class EvalConfig:
     """Evaluate only the first seconds of --audio (0 = all)."""
     refiner: bool = True
     """Refine the rendered frames with the decoder refiner (--no-refiner: the renderer's own output)."""
+    voice_activity: bool = True
+    """For a student: close the mouth where the voice-activity detector hears no speech, as live
+    (--no-voice-activity: the model alone)."""
 
 
 @dataclass
@@ -179,7 +182,8 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
             from engine.runtime.session import StudentSession
 
             sess = StudentSession(model.student, SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
-                                                               tail_forcing=model.corrector is not None, seed=cfg.seed),
+                                                               tail_forcing=model.corrector is not None, seed=cfg.seed,
+                                                               voice_activity=cfg.voice_activity),
                                   model.corrector, model.schedule, shape, cfg.style or style)
             mo = np.concatenate(list(sess.stream(np.asarray(audio, np.float32), 640, n_frames)))
             if len(mo) < n_frames:

@@ -39,6 +39,8 @@ def test_ships_small_with_its_calibration():
     assert set(cal["schedule"]) == {"mouth", "eyes", "head"} and cal["chosen"] in cal["candidates"]
     st = load_student(folder)
     assert st.config.chunk >= 1 and st.config.window >= st.config.chunk and float(st.motion_std.min()) > 0
+    assert st.audio_encoder.config.features == "speech"  # the real-speech encoder's features (docs/real-voice.md)
+    assert st.audio_encoder.config.feature_chunk == st.config.chunk and st.audio_encoder.audio_lookahead == 2
     stages = json.loads((folder / "train.json").read_text())["stages"]
     assert [s["config"]["stage"] for s in stages][0] == "ode"
 

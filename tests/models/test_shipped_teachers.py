@@ -48,6 +48,7 @@ def test_all_teachers_ship_small_and_load():
         total += sum(f.stat().st_size for f in folder.iterdir())
         m = load_teacher(folder)
         assert m.config.window >= 50 and float(m.motion_std.min()) > 0
+        assert m.audio_encoder.config.features == "speech"
     assert total < 30e6
 
 
