@@ -11,6 +11,10 @@ Sources side by side, in one run:
 - any model folder (a student streams through the live session, audio pushed in 40 ms pieces, with its
   voice-activity gate unless `name:novad`).
 
+Per clip it also writes the mouth curves (CLIP_mouth.png), a crop sheet of the speaker's mouth against each
+source at the same frames (CLIP_sheet.png: third-party frames, for looking at locally, never to commit) and
+the same sheet without the speaker (CLIP_avatars.png).
+
 Voice activity: on the noisy-restaurant clip the frames where the real speaker's mouth stays closed for
 >= 5 frames in a row are the non-speech frames; on a white-noise file every frame is. The share of those
 frames where the avatar's lip gap stays < 0.03 IOD is reported.
@@ -132,7 +136,8 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
         result["clips"][row["id"]] = per
         name = row["id"].removeprefix("real-")
         _plot_curves(out / f"{name}_mouth.png", curves, name)
-        _crop_sheet(out / f"{name}_sheet.png", sheet, ev.landmarker)
+        _crop_sheet(out / f"{name}_sheet.png", sheet, ev.landmarker)  # with the speaker: third-party frames, keep local
+        _crop_sheet(out / f"{name}_avatars.png", {k: v for k, v in sheet.items() if k != "speaker"}, ev.landmarker)
         _write(out, result)
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(int(noise_seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)

@@ -95,12 +95,23 @@ def test_controls_are_obeyed_live(parts, basis, utterance):  # noqa: F811
     assert run(yaw=0.25)[:, M.index("headYaw")].mean() > free[:, M.index("headYaw")].mean() + 0.08
 
 
-def test_real_voice_opens_for_speech_and_closes_in_pauses(parts, basis, data_dir):
+@pytest.mark.parametrize("portrait", [
+    "happy.png",  # a photo with the lips closed at rest
+    pytest.param("lp_s42.jpg", marks=pytest.mark.xfail(strict=True, reason=(
+        "known defect (docs/real-voice.md, Open problems): the real-clip motion fits press the lips, so on a "
+        "portrait whose lips are parted at rest the new student's lips close while speaking"))),
+])
+def test_real_voice_opens_for_speech_and_closes_in_pauses(parts, data_dir, portraits_dir, landmarker, portrait):
+    """The live path (audio pushed in 40 ms pieces, voice gate on): wider open when voiced than in pauses."""
+    from engine.face import frame_avatar, prepare_avatar
+
     student, corrector, schedule = parts
+    framed = frame_avatar(prepare_avatar(portraits_dir / portrait, landmarker=landmarker), (512, 512))
+    basis = M.MotionBasis(framed.landmarks)
     audio = load_audio(data_dir / "real" / "eng.wav")[: 12 * SAMPLE_RATE]
     n = int(len(audio) / SAMPLE_RATE * 25)
-    mo = stream_motion(student, front_end(student.audio_encoder.config).offline(audio, n), n, SessionConfig(steps=2), corrector=corrector,
-                       schedule=schedule)
+    sess = StudentSession(student, SessionConfig(steps=1), corrector, schedule)
+    mo = np.concatenate(list(sess.stream(audio, 640, n)))[:n]
     mouth = mouth_opening(basis.landmarks(mo))
     voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)
-    assert mouth[voiced].mean() > 1.25 * mouth[~voiced].mean()  # the teacher reaches 1.5 (see docs/student.md)
+    assert mouth[voiced].mean() > 1.25 * mouth[~voiced].mean()  # happy.png: 0.076 against 0.010 (the old student 0.090 / 0.004)
