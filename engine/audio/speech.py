@@ -171,12 +171,13 @@ class StreamingSpeechFeatures:
         self._buf = np.zeros(cfg.window * SAMPLES_PER_FRAME, np.float32)  # silence before the start
         self._buf_start = -cfg.window * SAMPLES_PER_FRAME  # stream sample index of _buf[0]
         self._samples = 0
+        self._grid = 0  # frame where chunk 0 starts (moves on after `finish`, when the stream goes on)
         self._chunk = 0  # next chunk to emit
         self._frames_out = 0
 
     def _window_end(self, c: int) -> int:
         cfg = self.config
-        return ((c + 1) * cfg.chunk + cfg.lookahead) * SAMPLES_PER_FRAME
+        return (self._grid + (c + 1) * cfg.chunk + cfg.lookahead) * SAMPLES_PER_FRAME
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, np.float32).reshape(-1)
@@ -188,7 +189,7 @@ class StreamingSpeechFeatures:
         cfg = self.config
         out = []
         while self._buf_start + len(self._buf) >= self._window_end(self._chunk):
-            if limit_frames is not None and self._chunk * cfg.chunk >= limit_frames:
+            if limit_frames is not None and self._frames_out >= limit_frames:
                 break
             end = self._window_end(self._chunk)
             start = end - cfg.window * SAMPLES_PER_FRAME
@@ -196,26 +197,34 @@ class StreamingSpeechFeatures:
             feats = self.encoder.encode(win[None])[0]  # [2 * window, 384]
             first = 2 * (cfg.window - cfg.chunk - cfg.lookahead)
             rows = feats[first: first + 2 * cfg.chunk]
-            n = cfg.chunk if limit_frames is None else min(cfg.chunk, limit_frames - self._chunk * cfg.chunk)
+            n = cfg.chunk if limit_frames is None else min(cfg.chunk, limit_frames - self._frames_out)
             out.append(rows[: 2 * n])
             self._frames_out += n
             self._chunk += 1
-            drop = self._window_end(self._chunk) - cfg.window * SAMPLES_PER_FRAME - self._buf_start
+            # keep one chunk more than the next window needs: `finish` may restart the grid inside it
+            drop = self._window_end(self._chunk) - (cfg.window + cfg.chunk) * SAMPLES_PER_FRAME - self._buf_start
             if drop > 0:
                 self._buf = self._buf[drop:]
                 self._buf_start += drop
         return np.concatenate(out) if out else np.zeros((0, WHISPER_DIM), np.float32)
 
     def finish(self) -> np.ndarray:
-        """Flush: pad with silence and emit the rows of every frame the audio covers (whole frames)."""
+        """Flush: pad with silence and emit the rows of every frame the audio covers (whole frames). Audio
+        pushed afterwards continues the stream from the next whole frame, with a new chunk grid there."""
         total = -(-self._samples // SAMPLES_PER_FRAME)
-        if self._frames_out >= total:
-            return np.zeros((0, WHISPER_DIM), np.float32)
-        last_chunk = (total - 1) // self.config.chunk
-        need = self._window_end(last_chunk) - (self._buf_start + len(self._buf))
-        if need > 0:
-            self._buf = np.concatenate([self._buf, np.zeros(need, np.float32)])
-        return self._emit(limit_frames=total)
+        out = np.zeros((0, WHISPER_DIM), np.float32)
+        if self._frames_out < total:
+            last_chunk = (total - 1 - self._grid) // self.config.chunk
+            need = self._window_end(last_chunk) - (self._buf_start + len(self._buf))
+            if need > 0:
+                self._buf = np.concatenate([self._buf, np.zeros(need, np.float32)])
+            out = self._emit(limit_frames=total)
+        end = total * SAMPLES_PER_FRAME  # drop the padding past the last whole frame; the next audio goes there
+        self._buf = np.concatenate([self._buf, np.zeros(max(0, end - self._buf_start - len(self._buf)), np.float32)])
+        self._buf = self._buf[: end - self._buf_start]
+        self._samples = end
+        self._grid, self._chunk, self._frames_out = total, 0, total
+        return out
 
 
 def speech_features(audio: np.ndarray, n_frames: int | None = None, config: SpeechFeatureConfig | None = None,
@@ -279,7 +288,8 @@ class StreamingVAD:
         self._probs: list[float] = []  # per block, from block `_first` on (older ones are dropped)
         self._first = 0
         self.frame = 0  # next frame to emit
-        self._samples = 0
+        self._base = 0  # frame at which the block grid starts (moves on after `finish`, when the stream goes on)
+        self._samples = 0  # since the base
 
     def _feed(self, audio: np.ndarray) -> None:
         import torch
@@ -299,6 +309,7 @@ class StreamingVAD:
 
     def _blocks(self, t: int) -> tuple[int, int]:
         cfg = self.config
+        t -= self._base
         lo = max(0, (t - cfg.hangover) * SAMPLES_PER_FRAME) // VAD_BLOCK
         hi = (t + 1 + cfg.lookahead) * SAMPLES_PER_FRAME // VAD_BLOCK  # blocks ending at or before the lookahead
         return lo, max(hi, lo)
@@ -319,12 +330,17 @@ class StreamingVAD:
         return np.asarray(out, bool)
 
     def finish(self) -> np.ndarray:
-        """Flush: pad with silence and emit the flags of every frame the audio covers (whole frames)."""
+        """Flush: pad with silence and emit the flags of every frame the audio covers (whole frames). Audio
+        pushed afterwards starts a fresh detector at the next whole frame."""
         total = -(-self._samples // SAMPLES_PER_FRAME)
         need = (total + 1 + self.config.lookahead) * SAMPLES_PER_FRAME - (self._first + len(self._probs)) * VAD_BLOCK
         if need > 0:
             self._feed(np.zeros(need + VAD_BLOCK, np.float32))
-        return self._emit(limit=total)
+        out = self._emit(limit=self._base + total)
+        base = self._base + total
+        self.reset()
+        self._base = self.frame = base
+        return out
 
 
 def voice_activity(audio: np.ndarray, n_frames: int | None = None, config: VADConfig | None = None) -> np.ndarray:

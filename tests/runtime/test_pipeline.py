@@ -134,7 +134,8 @@ def test_portrait_switch_and_controls_mid_stream(engine, avatar, portraits_dir):
     old, new = avatar.renderer.rig.frame[:8, :8].mean(), other.renderer.rig.frame[:8, :8].mean()
     assert abs(old - new) > 5
     switched = int(np.argmax(np.abs(corner - new) < 1e-6))
-    assert 20 <= switched <= 40 and switched % 3 == 0  # at a chunk boundary, soon after the call
+    # at a chunk boundary, soon after the call (the student stage with its speech features takes longer per chunk)
+    assert 20 <= switched <= 50 and switched % 3 == 0
     assert np.all(np.abs(corner[:switched] - old) < 1e-6) and np.all(np.abs(corner[switched:] - new) < 1e-6)
     blink = np.array([f.motion for f in sink.frames[switched + 6:]])
     assert len(blink) > 10

