@@ -330,6 +330,9 @@ class MicSource:
             if len(self._out) >= self.piece:
                 samples, self._out = self._out[: self.piece], self._out[self.piece:]
                 captured = self._out_t - len(self._out) / SAMPLE_RATE
+                # PortAudio's ADC time mapped to the monotonic clock can land a fraction of a millisecond
+                # in the future; a sample cannot have been captured after now
+                captured = min(captured, time.monotonic())
                 return self._deliver(samples, max(captured, self._clock))
             if self._closing.is_set():
                 return None
