@@ -24,3 +24,9 @@ def detrend(x: np.ndarray, sigma: float) -> np.ndarray:
     out = filled - gaussian_filter1d(filled, sigma)
     out[~ok] = np.nan
     return out
+
+
+def lagged_pearson(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Correlation of x at t + k with y at t (x lags y by k frames when k > 0); equal-length curves."""
+    n = min(len(x), len(y))
+    return pearson(x[k:n], y[: n - k]) if k >= 0 else pearson(x[: n + k], y[-k:n])

@@ -19,7 +19,13 @@ from typing import Literal, Protocol
 import numpy as np
 
 from engine.audio.features import SILENCE, MelConfig, StreamingLogMel, log_mel
-from engine.audio.speech import WHISPER_DIM, SpeechFeatureConfig, StreamingSpeechFeatures, speech_features
+from engine.audio.speech import (
+    ROWS_PER_FRAME,
+    WHISPER_DIM,
+    SpeechFeatureConfig,
+    StreamingSpeechFeatures,
+    speech_features,
+)
 
 FeatureKind = Literal["logmel", "speech"]
 FEATURE_KINDS: tuple[FeatureKind, ...] = ("logmel", "speech")
@@ -93,7 +99,7 @@ def front_end(config) -> FrontEnd:
     if kind == "speech":
         sc = SpeechFeatureConfig(chunk=int(config.feature_chunk), lookahead=int(config.feature_lookahead),
                                  window=int(config.feature_window))
-        return FrontEnd("speech", 2, WHISPER_DIM, 0.0, sc.lookahead, sc)
+        return FrontEnd("speech", ROWS_PER_FRAME, WHISPER_DIM, 0.0, sc.lookahead, sc)
     if kind != "logmel":
         raise ValueError(f"unknown audio feature kind {kind!r} (available: {', '.join(FEATURE_KINDS)})")
     return FrontEnd("logmel", MelConfig().mels_per_frame, MelConfig().n_mels, SILENCE, 0)

@@ -158,9 +158,6 @@ class StreamingSpeechFeatures:
     """Samples in (any piece size) -> feature rows [2 per frame, 384] of whole chunks, as soon as each
     chunk's window (up to its end + lookahead) has arrived. `finish` pads the end with silence."""
 
-    rows_per_frame = ROWS_PER_FRAME
-    dim = WHISPER_DIM
-
     def __init__(self, config: SpeechFeatureConfig | None = None, encoder: WhisperEncoder | None = None) -> None:
         self.config = config or SpeechFeatureConfig()
         self.encoder = encoder or shared_encoder(self.config.threads)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio.io import SAMPLE_RATE, load_audio
-from engine.curves import detrend, pearson
+from engine.curves import detrend, lagged_pearson
 
 log = logging.getLogger(__name__)
 FPS = 25
@@ -78,12 +78,9 @@ def measure_sync(mouth: np.ndarray, audio: np.ndarray, max_lag: int | None = Non
     x = detrend(np.asarray(mouth, np.float64), 12.0)
     y = detrend(loudness(audio, n).astype(np.float64), 12.0)
 
-    def corr(k: int) -> float:  # mouth at t + k against loudness at t
-        return pearson(x[k:], y[: n - k]) if k >= 0 else pearson(x[: n + k], y[-k:])
-
-    near = {k: corr(k) for k in range(-max_lag, max_lag + 1)}
+    near = {k: lagged_pearson(x, y, k) for k in range(-max_lag, max_lag + 1)}  # mouth at t + k, loudness at t
     lag = max(near, key=near.get)
-    far = [corr(s * k) for k in range(20, min(51, n // 3)) for s in (-1, 1)]
+    far = [lagged_pearson(x, y, s * k) for k in range(20, min(51, n // 3)) for s in (-1, 1)]
     z = (near[lag] - np.mean(far)) / (np.std(far) + 1e-9) if len(far) >= 6 else 0.0
     return ClipSync(lag=int(lag), r=float(near[lag]), z=float(z))
 

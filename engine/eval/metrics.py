@@ -13,7 +13,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from engine import motion as M
-from engine.curves import detrend, pearson  # noqa: F401 (part of the metrics API)
+from engine.curves import detrend, lagged_pearson, pearson  # noqa: F401 (part of the metrics API)
 from engine.data.tts import Phoneme
 from engine.data.visemes import target_vector, viseme_of
 from engine.face import topology as T
@@ -42,7 +42,7 @@ def lag_corr(measured: np.ndarray, reference: np.ndarray, max_offset: int = 10,
     y = detrend(reference[:n].astype(np.float64), detrend_frames)
     best_r, best_k = -2.0, 0
     for k in range(-max_offset, max_offset + 1):
-        r = pearson(x[k:], y[: n - k]) if k >= 0 else pearson(x[: n + k], y[-k:])
+        r = lagged_pearson(x, y, k)
         if r > best_r:
             best_r, best_k = r, k
     return LagCorr(r=best_r, offset=best_k, r0=pearson(x, y))
@@ -89,7 +89,7 @@ def voiced_frames(audio: np.ndarray, sr: int, n_frames: int, fps: float) -> np.n
     return (rms > 0.1 * ref) & (rms > 10 ** (-50 / 20))
 
 
-def _runs(mask: np.ndarray, min_len: int) -> np.ndarray:
+def long_runs(mask: np.ndarray, min_len: int) -> np.ndarray:
     """Frames that belong to runs of True of at least `min_len` frames."""
     out = np.zeros_like(mask)
     i = 0
@@ -113,8 +113,8 @@ def stuck_shares(mouth: np.ndarray, voiced: np.ndarray, fps: float, closed: floa
     n = min(len(mouth), len(voiced))
     m, v = mouth[:n], voiced[:n]
     k = max(1, int(round(min_seconds * fps)))
-    stuck_open = _runs((m > open_) & ~v, k)
-    stuck_closed = _runs((m <= closed) & v, k)
+    stuck_open = long_runs((m > open_) & ~v, k)
+    stuck_closed = long_runs((m <= closed) & v, k)
     so = stuck_open.sum() / max((~v).sum(), 1)
     sc = stuck_closed.sum() / max(v.sum(), 1)
     return float(so), float(sc)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from engine import motion as M
 from engine.audio.io import SAMPLE_RATE
+from engine.data.real import loudness
 from engine.eval import metrics as E
 from engine.eval.evaluate import EvalConfig, Evaluator, portrait_shape
 
@@ -45,8 +45,6 @@ NOISE_CLIP = "VisualVoice__noisy_restaurant"
 def loudness_motion(audio: np.ndarray, n_frames: int) -> np.ndarray:
     """The loudness-follower baseline: jawOpen follows the smoothed level (dB between the clip's 10th and
     97th percentile mapped to 0..0.7), everything else neutral."""
-    from engine.data.real import loudness
-
     db = loudness(audio, n_frames)
     lo, hi = np.percentile(db, 10), np.percentile(db, 97)
     env = gaussian_filter1d(np.clip((db - lo) / max(hi - lo, 1e-6), 0, 1), 1.0)
@@ -55,15 +53,24 @@ def loudness_motion(audio: np.ndarray, n_frames: int) -> np.ndarray:
     return mo
 
 
-def _source_motion(name: str, what: str, audio: np.ndarray, n: int, shape: np.ndarray, steps: int) -> np.ndarray:
+def _load_source(what: str):
+    """None for the loudness follower, else (the student's session models, voice gate on)."""
     if what == "loudness":
-        return loudness_motion(audio, n)
-    from engine.runtime.config import SessionConfig
-    from engine.runtime.session import StudentSession, load_session_models
+        return None
+    from engine.runtime.session import load_session_models
 
     folder, _, flag = str(what).partition(":")
-    models = load_session_models(Path(folder))
-    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=flag != "novad"),
+    return load_session_models(Path(folder)), flag != "novad"
+
+
+def _source_motion(source, audio: np.ndarray, n: int, shape: np.ndarray, steps: int) -> np.ndarray:
+    if source is None:
+        return loudness_motion(audio, n)
+    from engine.runtime.config import SessionConfig
+    from engine.runtime.session import StudentSession
+
+    models, gate = source
+    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=gate),
                           schedule=models.schedule, shape=shape)
     mo = np.concatenate(list(sess.stream(audio, 640, n)))
     return mo[:n]
@@ -71,20 +78,7 @@ def _source_motion(name: str, what: str, audio: np.ndarray, n: int, shape: np.nd
 
 def closed_runs(mouth: np.ndarray, closed: float = CLOSED, run: int = 5) -> np.ndarray:
     """Frames inside runs of >= `run` frames whose lip gap is below `closed` (the speaker is not talking)."""
-    c = np.nan_to_num(mouth, nan=1.0) < closed
-    out = np.zeros_like(c)
-    i = 0
-    while i < len(c):
-        if c[i]:
-            j = i
-            while j < len(c) and c[j]:
-                j += 1
-            if j - i >= run:
-                out[i:j] = True
-            i = j
-        else:
-            i += 1
-    return out
+    return E.long_runs(np.nan_to_num(mouth, nan=1.0) < closed, run)
 
 
 def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources: dict[str, str],
@@ -101,7 +95,9 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
     shape = portrait_shape(framed)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(heldout)
-    result: dict = {"portrait": str(portrait), "size": list(cfg.size), "clips": {}, "noise": {}}
+    loaded = {name: _load_source(what) for name, what in sources.items()}
+    result: dict = {"portrait": str(portrait), "size": list(cfg.size), "clips": {}, "noise": {},
+                    "noise_seconds": noise_seconds}
     for row in rows:
         clip = read_shard(heldout / row["shard"])[row["index"]]
         src = clip.info["source"]
@@ -116,22 +112,23 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
         picks = _sheet_frames(ref)
         sheet = {"speaker": _video_frames(real_root / src["video"], picks, shift, src.get("half"))}
         curves = {"speaker": ref}
-        for name, what in sources.items():
-            mo = _source_motion(name, what, audio, n, shape, cfg.steps)
+        level = loudness(audio, n)
+        quiet = closed_runs(ref) if row["id"].endswith(NOISE_CLIP) else None
+        for name, source in loaded.items():
+            mo = _source_motion(source, audio, n, shape, cfg.steps)
             kept: dict[int, np.ndarray] = {}
             m = ev.measure(_keep(ev.render(framed, mo), picks, kept))
             sheet[name] = [kept.get(i) for i in picks]
             curves[name] = m.mouth[:n]
             lc = E.lag_corr(m.mouth[:n], ref, 8)
-            loud = E.lag_corr(m.mouth[:n], _loudness_curve(audio, n), 8)
+            loud = E.lag_corr(m.mouth[:n], level, 8)
             per[name] = {"r": lc.r, "lag": lc.offset, "r0": lc.r0, "r_loudness": loud.r}
-            if row["id"].endswith(NOISE_CLIP):
-                quiet = closed_runs(ref)
+            if quiet is not None:
                 per[name]["nonspeech_frames"] = int(quiet.sum())
                 per[name]["nonspeech_closed"] = float((np.nan_to_num(m.mouth[:n][quiet], nan=1) < CLOSED).mean()) \
                     if quiet.any() else float("nan")
             log.info("%s %s: r %.3f lag %+d (r0 %.3f)", row["id"], name, lc.r, lc.offset, lc.r0)
-        own = E.lag_corr(ref, _loudness_curve(audio, n), 8)
+        own = E.lag_corr(ref, level, 8)
         per["speaker_vs_loudness"] = own.r
         result["clips"][row["id"]] = per
         name = row["id"].removeprefix("real-")
@@ -142,8 +139,8 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(int(noise_seconds * SAMPLE_RATE)) * 0.05).astype(np.float32)
     n = int(noise_seconds * FPS)
-    for name, what in sources.items():
-        mo = _source_motion(name, what, noise, n, shape, cfg.steps)
+    for name, source in loaded.items():
+        mo = _source_motion(source, noise, n, shape, cfg.steps)
         m = ev.measure(ev.render(framed, mo))
         result["noise"][name] = {"closed": float((np.nan_to_num(m.mouth, nan=1) < CLOSED).mean()),
                                  "mean_gap": float(np.nanmean(m.mouth))}
@@ -238,12 +235,6 @@ def _plot_curves(path: Path, curves: dict[str, np.ndarray], title: str) -> None:
     plt.close(fig)
 
 
-def _loudness_curve(audio: np.ndarray, n: int) -> np.ndarray:
-    from engine.data.real import loudness
-
-    return loudness(audio, n)
-
-
 def summarize(result: dict, names: list[str]) -> dict:
     out = {}
     for name in names:
@@ -275,13 +266,9 @@ def table(result: dict, names: list[str]) -> str:
         lines.append("| noisy restaurant (frames the speaker's mouth stays shut) | "
                      + " | ".join(f"{noisy[n].get('nonspeech_closed', float('nan')):.2f}" for n in names) + " |")
     if result["noise"]:
-        lines.append("| white noise, 10 s | " + " | ".join(f"{result['noise'][n]['closed']:.2f}" for n in names) + " |")
+        lines.append(f"| white noise, {result.get('noise_seconds', 10):g} s | " + " | ".join(f"{result['noise'][n]['closed']:.2f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _write(out: Path, result: dict) -> None:
     (out / "realsync.json").write_text(json.dumps(result, indent=1, default=float), "utf-8")
-
-
-def config_for(size: tuple[int, int], steps: int, refiner: bool) -> EvalConfig:
-    return replace(EvalConfig(), size=size, steps=steps, refiner=refiner)
