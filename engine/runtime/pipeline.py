@@ -277,23 +277,31 @@ class Pipeline:
             self._stop.set()
         finally:
             if name != "render":
-                self._put(self._audio_q if name == "source" else self._motion_q, _END, final=True)
+                q = self._audio_q if name == "source" else self._motion_q
+                lost = self._put(q, _END, final=True)
+                if q is self._motion_q:
+                    self.stats.dropped_frames += sum(len(d[0]) for d in lost)
+                else:
+                    self.stats.dropped_audio += len(lost)
 
     # -- queues ---------------------------------------------------------------------------------
-    def _put(self, q: queue.Queue, item, final: bool = False) -> int:
-        """Put `item`; returns how many older items were dropped to make room. Offline a full queue blocks
-        (back-pressure) until there is room or the pipeline stops; live (or an end marker after a stop)
-        the oldest item makes room."""
-        if not self.live:
+    def _put(self, q: queue.Queue, item, final: bool = False) -> list:
+        """Put `item`; returns the older items dropped to make room. Offline a full queue blocks
+        (back-pressure) until there is room or the pipeline stops. Live the oldest item makes room, except
+        for the end marker of a stream that ended by itself: nothing newer follows it, so it waits for room
+        (the last frames are shown). After a stop the end marker always gets in. A dropped motion chunk
+        hands a portrait switch it carries on to the chunk that replaces it (the renderer and the student
+        must switch together)."""
+        if not self.live or (final and not self._stop.is_set()):
             while not self._stop.is_set():
                 try:
                     q.put(item, timeout=0.1)
-                    return 0
+                    return []
                 except queue.Full:
                     continue
             if not final:
-                return 0
-        dropped = 0
+                return []
+        dropped: list = []
         while True:
             try:
                 q.put_nowait(item)
@@ -306,7 +314,9 @@ class Pipeline:
                 if old is _END:  # never drop the end marker
                     q.put_nowait(old)
                     return dropped
-                dropped += 1
+                dropped.append(old)
+                if q is self._motion_q and item is not _END and item[4] is None and old[4] is not None:
+                    item = (*item[:4], old[4])
 
     def _get(self, q: queue.Queue):
         while True:
@@ -331,7 +341,7 @@ class Pipeline:
                 piece = Piece(np.zeros_like(piece.samples), piece.start, piece.captured)
             for s in self.sinks:
                 s.write_audio(piece)
-            self.stats.dropped_audio += self._put(self._audio_q, piece)
+            self.stats.dropped_audio += len(self._put(self._audio_q, piece))
 
     def _student_loop(self) -> None:
         self._threads_setting(self.config.student_threads)
@@ -389,7 +399,7 @@ class Pipeline:
             idx.append(i)
             cap.append(c)
         dropped = self._put(self._motion_q, (idx, cap, needed, motion, swap))
-        self.stats.dropped_frames += dropped * len(motion)
+        self.stats.dropped_frames += sum(len(d[0]) for d in dropped)
 
     def _apply_commands(self, swap):
         while True:

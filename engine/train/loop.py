@@ -65,7 +65,10 @@ def setup(device: str = "auto", precision: str = "auto") -> Runtime:
 
 
 def teardown(rt: Runtime) -> None:
+    """Leave the process group together: every rank waits at a barrier (rank 0 may still be writing the
+    final model) before the group is destroyed; destroying it while a peer is busy can hang (gloo)."""
     if rt.world > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
