@@ -331,7 +331,12 @@ class SessionViewModel(QObject):
 
     # -- recording ------------------------------------------------------------------------------
     def recording_path(self) -> Path:
-        return self.settings.record_dir / f"talkcam-{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}.mp4"
+        """A new file in the recordings folder, named by the time; never an existing one."""
+        stem = f"talkcam-{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}"
+        path, n = self.settings.record_dir / f"{stem}.mp4", 2
+        while path.exists():
+            path, n = self.settings.record_dir / f"{stem}-{n}.mp4", n + 1
+        return path
 
     def set_recording(self, on: bool) -> None:
         if self.running:

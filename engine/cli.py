@@ -6,9 +6,11 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -20,10 +22,11 @@ from engine.data.tts import TTSConfig, TTSError
 from engine.eval.evaluate import EvalConfig
 from engine.eval.refiner import RefinerEvalConfig
 from engine.face.image import PortraitError
+from engine.limits import Range, validate
 from engine.logs import setup_logging
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
-from engine.sinks.recorder import RecorderError
+from engine.sinks.recorder import Interrupted, RecorderError
 from engine.sinks.virtualcam import VirtualCamError
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
@@ -37,15 +40,15 @@ Flat = tyro.conf.OmitArgPrefixes
 class Common:
     """Options shared by every command."""
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Console log level (DEBUG, INFO, WARNING, ERROR). The log file always gets DEBUG."""
     cache_dir: Path | None = None
     """Where prepared portraits are cached (default: the user's cache folder)."""
-    no_cache: bool = False
-    """Do not read or write the portrait cache."""
+    cache: bool = True
+    """Read and write the portrait cache (--no-cache: prepare the portrait afresh, keep nothing)."""
 
     def avatar_cache(self) -> Path | None:
-        return None if self.no_cache else (self.cache_dir or paths.cache_dir() / "avatars")
+        return (self.cache_dir or paths.cache_dir() / "avatars") if self.cache else None
 
 
 @dataclass
@@ -58,7 +61,13 @@ class Say:
     """Portrait image (JPEG/PNG/WebP/BMP). Default: the bundled portrait."""
     out: Path = Path("talkcam_say.mp4")
     """Output MP4 (H.264 + AAC)."""
-    fps: int = 25
+    overwrite: bool = False
+    """Replace OUT when it exists (never an input file)."""
+    fps: Annotated[int, Range(1, 60)] = 25
+    """Frames per second of the video."""
+    ssml: bool = False
+    """TEXT is SSML (<speak>, <break>, <emphasis>, <prosody>, ...): its tags shape the speech instead of being
+    read aloud (a text starting with <speak> is taken as SSML anyway)."""
     skin_check: bool = True
     """Refuse faces without skin tones (robots, statues); --no-skin-check accepts them."""
     tts: Annotated[TTSConfig, Flat] = field(default_factory=TTSConfig)
@@ -68,11 +77,14 @@ class Say:
 
     def run(self) -> int:
         from engine.runtime.say import say
+        from engine.sinks.recorder import check_output
 
         _check_size(self.render.size)
-        result = say(self.text, self.portrait or paths.default_portrait(), self.out, fps=self.fps, tts=self.tts,
-                     animator=self.animator, render=self.render, cache_dir=self.common.avatar_cache(),
-                     require_skin=self.skin_check)
+        check_output(self.out, (self.portrait,), self.overwrite)
+        with _progress("say") as progress:
+            result = say(self.text, self.portrait or paths.default_portrait(), self.out, fps=self.fps, tts=self.tts,
+                         animator=self.animator, render=self.render, cache_dir=self.common.avatar_cache(),
+                         require_skin=self.skin_check, ssml=self.ssml, progress=progress)
         log.info("Done: %s (%.2f s of video)", result.path.resolve(), result.duration)
         return 0
 
@@ -88,11 +100,13 @@ class Render:
     """Portrait image (JPEG/PNG/WebP/BMP). Default: the bundled portrait."""
     out: Path = Path("talkcam_render.mp4")
     """Output MP4 (H.264 + AAC)."""
+    overwrite: bool = False
+    """Replace OUT when it exists (never an input file)."""
     style: str = "speaking"
     """Style prompt, e.g. "speaking calmly", "singing", "excited"."""
     student: Path | None = None
     """Student model folder (default: the shipped one, assets/models/student)."""
-    max_seconds: float = 0.0
+    max_seconds: Annotated[float, Range(0, None)] = 0.0
     """Only the first seconds of the audio (0 = all)."""
     skin_check: bool = True
     """Refuse faces without skin tones (robots, statues); --no-skin-check accepts them."""
@@ -106,8 +120,10 @@ class Render:
         _check_size(self.render.size)
         if self.session.steps not in (1, 2, 4):
             raise ValueError(f"--steps is 1, 2 or 4 (the student's step grids), got {self.session.steps}")
-        res = render_file(self.audio, self.portrait or paths.default_portrait(), self.out, self.session, self.render,
-                          self.student, self.style, self.common.avatar_cache(), self.skin_check, self.max_seconds)
+        with _progress("render") as progress:
+            res = render_file(self.audio, self.portrait or paths.default_portrait(), self.out, self.session,
+                              self.render, self.student, self.style, self.common.avatar_cache(), self.skin_check,
+                              self.max_seconds, progress, overwrite=self.overwrite)
         log.info("Done: %s (%.2f s of video, made in %.1f s)", res.path.resolve(), res.duration, res.seconds)
         return 0
 
@@ -133,7 +149,9 @@ class Live:
     """pyvirtualcam backend (v4l2loopback, obs, unitycapture); default: any available."""
     record: Path | None = None
     """Record the avatar with the microphone's audio to this MP4."""
-    seconds: float = 0.0
+    overwrite: bool = False
+    """Replace the --record or --screenshot file when it exists (never an input file)."""
+    seconds: Annotated[float, Range(0, None)] = 0.0
     """Stop after this many seconds (0: until Ctrl-C)."""
     style: str = "speaking"
     skin_check: bool = True
@@ -148,6 +166,10 @@ class Live:
     def run(self) -> int:
         import os
 
+        from engine.sinks.recorder import check_output
+
+        if self.screenshot is not None:
+            check_output(self.screenshot, (self.portrait,), self.overwrite, suffixes=(".png", ".jpg", ".jpeg"))
         if not self.no_gui and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform
                                 in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
             from app.main import run_app
@@ -162,24 +184,29 @@ class Live:
         from engine.audio.mic import MicSource
         from engine.audio.sources import FileSource
         from engine.runtime.live import LIVE_PIECE, AvatarEngine, run_headless
-        from engine.sinks.recorder import RecorderSink
+        from engine.sinks.recorder import RecorderSink, check_output
         from engine.sinks.virtualcam import VirtualCamSink
 
         _check_size(self.render.size)
         if self.audio is not None and self.mic is not None:
             raise ValueError("Give --mic or --audio, not both.")
+        if self.record is not None:  # before any model loads: a bad path is said at once, and nothing runs
+            check_output(self.record, (self.audio, self.portrait), self.overwrite)
         source = (FileSource(self.audio, LIVE_PIECE, realtime=True) if self.audio is not None
                   else MicSource(self.mic, LIVE_PIECE))
         sinks = []
         if self.virtualcam:
             sinks.append(VirtualCamSink(backend=self.camera_backend, device=self.camera_device))
+        recorder = None
         if self.record is not None:
-            sinks.append(RecorderSink(self.record))
+            recorder = RecorderSink(self.record, on_error=lambda exc: log.error("%s", exc))
+            sinks.append(recorder)
         engine = AvatarEngine(self.render, self.session, None, self.style, self.common.avatar_cache(), self.skin_check)
         run_headless(engine, source, self.portrait or paths.default_portrait(), sinks, self.seconds)
-        for s in sinks:
-            if getattr(s, "error", None) is not None:
-                raise s.error
+        if recorder is not None and recorder.error is not None:  # said when it happened; the outcome here
+            log.error("The recording %s stopped early: it plays its first %.1f s.", self.record,
+                      recorder.frames_written / 25)
+            return 1
         return 0
 
 
@@ -223,8 +250,13 @@ class Mics:
     def run(self) -> int:
         from engine.audio.mic import list_microphones
 
-        for m in list_microphones():
+        mics = list_microphones()
+        for m in mics:
             sys.stdout.write(f"{m}\n")
+        if not mics:
+            log.warning("No microphone found. Plug one in (or enable it in the system's sound settings); "
+                        "`talkcam live --audio FILE` plays a file as the microphone.")
+            return 1
         return 0
 
 
@@ -235,7 +267,7 @@ class Drift:
 
     audio_dir: Path
     """Folder of recordings to cycle (e.g. ../shared/data/real)."""
-    seconds: float = 1000.0
+    seconds: Annotated[float, Range(0, None, above=True)] = 1000.0
     out: Path = Path("drift")
     student: Path | None = None
     """Student model folder (default: the shipped one)."""
@@ -307,14 +339,14 @@ class Bench:
 
     stage: str = "pipeline"
     portrait: Path | None = None
-    frames: int = 250
+    frames: Annotated[int, Range(1, None)] = 250
     student: Path | None = None
     """Student model folder (default: the shipped one; stages student and serial)."""
-    latency_seconds: float = 10.0
+    latency_seconds: Annotated[float, Range(0, None)] = 10.0
     """Seconds of microphone-paced audio for the latency figures (pipeline; 0 skips)."""
     baselines: bool = True
     """Run the baselines side by side (pipeline)."""
-    long_run_seconds: float = 0.0
+    long_run_seconds: Annotated[float, Range(0, None)] = 0.0
     """Also run this many seconds of audio at full speed and report memory over time (pipeline)."""
     json: bool = True
     """Print JSON (the only output format)."""
@@ -709,6 +741,24 @@ class _Group:
         return 2
 
 
+@contextmanager
+def _progress(what: str) -> Iterator[Callable[[float, float], None]]:
+    """A progress bar on stderr (seconds of video done, elapsed, time left) fed by `progress(done, total)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
+                   TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
+    task = bar.add_task(what, total=None, done="")
+
+    def update(done: float, total: float) -> None:
+        bar.update(task, completed=done, total=total or None,
+                   done=f"{done:.1f}/{total:.1f} s of video" if total else f"{done:.1f} s of video")
+
+    with bar:
+        yield update
+
+
 def _check_size(size: tuple[int, int]) -> None:
     w, h = size
     if not (64 <= w <= 1920 and 64 <= h <= 1080):
@@ -726,8 +776,32 @@ GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "real": DataReal, 
                     "student (distillation), results table, the decoder refiner and its evaluation.")}
 
 
+def _unknown_command(argv: list[str]) -> str | None:
+    """A message for a misspelled (sub)command, naming the closest ones; None when the command exists."""
+    import difflib
+
+    if not argv or argv[0].startswith("-"):
+        return None
+    if argv[0] in GROUPS:
+        names, word, prefix = GROUPS[argv[0]][0], (argv[1] if len(argv) > 1 else None), f"talkcam {argv[0]} "
+        if word is None or word.startswith("-"):
+            return None
+    else:
+        names, word, prefix = {**COMMANDS, **GROUPS}, argv[0], "talkcam "
+    if word in names:
+        return None
+    close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+    return f"Unknown command {prefix}{word}.{hint} Commands: {', '.join(names)}."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown is not None:
+        setup_logging("INFO", None)
+        log.error("%s", unknown)
+        return 2
     if argv and argv[0] in GROUPS:
         commands, text = GROUPS[argv[0]]
         cmd = tyro.extras.subcommand_cli_from_dict(commands, args=argv[1:], prog=f"talkcam {argv[0]}",
@@ -738,11 +812,18 @@ def main(argv: list[str] | None = None) -> int:
             description="talkcam: a live talking avatar from one portrait.")
     setup_logging(cmd.common.log_level, paths.log_dir())
     try:
+        validate(cmd)  # numeric ranges, before any work starts
         return cmd.run()
     except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError, MicError, VirtualCamError) as exc:
         log.error("%s", exc)
         log.debug("details", exc_info=True)
         return 2
+    except Interrupted as exc:  # the file was closed cleanly where the job stopped
+        log.warning("%s", exc)
+        return 130
+    except KeyboardInterrupt:
+        log.warning("Interrupted (Ctrl-C).")
+        return 130
 
 
 if __name__ == "__main__":

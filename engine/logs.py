@@ -10,6 +10,23 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The log file. When it cannot be written (the disk is full, the folder went away) it stops, says so
+    once on the console, and the program goes on, instead of printing a traceback for every message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        import sys
+
+        logging.getLogger().removeHandler(self)
+        exc = sys.exc_info()[1]
+        try:
+            self.close()
+        except OSError as close_exc:  # closing flushes into the same full disk
+            logging.getLogger(__name__).debug("closing the log file: %s", close_exc)
+        logging.getLogger(__name__).warning("The log file %s is no longer written (%s); the console keeps the log.",
+                                            self.baseFilename, exc)
+
+
 def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | None:
     """Console at `level` (stderr), everything at DEBUG to <log_dir>/talkcam.log (rotating)."""
     root = logging.getLogger()
@@ -26,8 +43,7 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
             log_file = log_dir / "talkcam.log"
-            fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3,
-                                                      encoding="utf-8")
+            fh = _LogFile(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
             fh.setLevel(logging.DEBUG)
             fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             fh._talkcam = True

@@ -11,5 +11,5 @@ if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${TALKCAM_HEADLESS:-}" ]; 
   exec "$ROOT/.venv/bin/talkcam" live "$@"
 fi
 OUT="${TALKCAM_OUT:-$ROOT/out/talkcam_hello.mp4}"
-"$ROOT/.venv/bin/talkcam" render --audio "$ROOT/assets/samples/hello.wav" --out "$OUT" "$@"
+"$ROOT/.venv/bin/talkcam" render --audio "$ROOT/assets/samples/hello.wav" --out "$OUT" --overwrite "$@"
 echo "[run] no display: rendered the demo video to: $OUT" >&2

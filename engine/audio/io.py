@@ -21,10 +21,61 @@ class AudioError(ValueError):
     """The audio could not be read; the message names the file and the fix."""
 
 
-def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE):
-    """Decode `path` incrementally: mono float32 blocks at `sample_rate` (libswresample, no seams). Raises
-    AudioError with the fix for a missing, empty, unreadable or silent file; corrupt data after the start
-    ends the stream early with a warning."""
+def wav_shortfall(path: Path | str) -> tuple[float, float] | None:
+    """For a RIFF/WAVE file whose data chunk is cut short (a copy or download that stopped early): (seconds
+    its header announces, seconds actually in the file). None for a whole WAV, a stream-written one (size
+    0 or 0xFFFFFFFF) and any other format."""
+    import struct
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block = rate = 0
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, n = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(n + (n & 1))
+                    if len(fmt) < 14:
+                        return None
+                    rate, block = struct.unpack("<I", fmt[4:8])[0], struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not block or not rate or n in (0, 0xFFFFFFFF):
+                        return None
+                    have = size - f.tell()
+                    if have >= n - block:
+                        return None
+                    return n / block / rate, max(0, have) / block / rate
+                else:
+                    f.seek(n + (n & 1), 1)
+    except OSError:
+        return None
+
+
+def audio_info(path: Path | str) -> tuple[int, int, float | None]:
+    """(sample rate, channels, duration in seconds or None) of the first audio track of `path`."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path} has no audio track. Give the sound separately (e.g. --audio speech.wav).")
+            st = container.streams.audio[0]
+            duration = (float(st.duration * st.time_base) if st.duration is not None and st.time_base is not None
+                        else (container.duration / 1e6 if container.duration else None))
+            return int(st.rate or st.codec_context.sample_rate), int(st.codec_context.channels or 1), duration
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
+
+
+def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "mono"):
+    """Decode `path` incrementally: float32 blocks at `sample_rate` (libswresample, no seams), mono [n] or,
+    with layout "stereo", [n, 2]. Raises AudioError with the fix for a missing, empty, unreadable or silent
+    file; corrupt data after the start ends the stream early with a warning, and so does a WAV cut short."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"Audio file {path} does not exist.")
@@ -36,20 +87,25 @@ def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE):
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
+    short = wav_shortfall(path)
+    if short is not None:
+        log.warning("%s is cut short: its header announces %.1f s, the file holds %.1f s; using those %.1f s "
+                    "(the rest of the recording is missing from the file).", path, short[0], short[1], short[1])
+    channels = 2 if layout == "stereo" else 1
     total = 0
     with container:
         if not container.streams.audio:
             raise AudioError(f"{path} has no audio track. Give the sound separately (e.g. --audio speech.wav).")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
         try:
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    a = out.to_ndarray().reshape(-1)
-                    total += a.size
+                    a = out.to_ndarray().reshape(-1, channels) if channels > 1 else out.to_ndarray().reshape(-1)
+                    total += len(a)
                     yield a
             for out in resampler.resample(None):
-                a = out.to_ndarray().reshape(-1)
-                total += a.size
+                a = out.to_ndarray().reshape(-1, channels) if channels > 1 else out.to_ndarray().reshape(-1)
+                total += len(a)
                 yield a
         except av.error.FFmpegError as exc:
             if not total:

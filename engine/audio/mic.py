@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from engine.audio.io import SAMPLE_RATE
-from engine.audio.sources import Piece
+from engine.audio.sources import MAX_RECORD_CHANNELS, AudioFormat, Piece
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ class MicSource:
         self._rate = 0
         self._in_pts = 0
         self._out = np.zeros(0, np.float32)
+        self.record_format: AudioFormat | None = None  # the device's own rate and channels (first opened)
+        self._orig = np.zeros((0, 1), np.float32)  # the device's own audio not yet delivered
+        self._orig_ok = False  # False after a reopen on another rate/channels: recordings use the 16 kHz copy
         self._out_t = 0.0  # capture time of the last sample in _out
         self._pos = 0  # samples delivered
         self._clock = 0.0  # capture time of the last delivered sample
@@ -193,7 +196,7 @@ class MicSource:
     def _open_stream(self) -> None:
         sd = _sd()
         dev = self.device
-        channels = max(1, min(self.channels_wanted or dev.channels, dev.channels, 2))
+        channels = max(1, min(self.channels_wanted or dev.channels, dev.channels, MAX_RECORD_CHANNELS))
         rate = int(round(dev.rate))
         ring = AudioRing(int(self.capacity_s * rate), channels)
 
@@ -217,6 +220,10 @@ class MicSource:
             self._stream, self._ring, self._rate, self._token = stream, ring, rate, token
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             self._in_pts = 0
+            if self.record_format is None:
+                self.record_format = AudioFormat(rate, channels)
+            self._orig_ok = self.record_format == AudioFormat(rate, channels)
+            self._orig = np.zeros((0, channels), np.float32)
             self._last_cb = time.monotonic()
             self._started = False  # set by the first callback
             self.state = "ok"
@@ -308,6 +315,8 @@ class MicSource:
         if not len(data):
             return
         data = data.astype(np.float32) / 32768.0
+        if self._orig_ok:
+            self._orig = np.concatenate([self._orig, data])
         mono = data.mean(1).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
         if rate == SAMPLE_RATE:
             out = mono
@@ -341,6 +350,7 @@ class MicSource:
                 wait = due - time.monotonic()
                 if wait <= 0:
                     self._out = np.zeros(0, np.float32)
+                    self._orig = self._orig[:0]
                     self.silence_samples += self.piece
                     return self._deliver(np.zeros(self.piece, np.float32), due)
                 time.sleep(min(wait, 0.02))
@@ -350,7 +360,15 @@ class MicSource:
                     ring.ready.wait(0.05)
 
     def _deliver(self, samples: np.ndarray, captured: float) -> Piece:
-        piece = Piece(samples, self._pos, captured)
+        original = None
+        fmt = self.record_format
+        if fmt is not None and self._orig_ok:  # the same stretch of time in the device's own format
+            n = fmt.position(self._pos + len(samples)) - fmt.position(self._pos)
+            original = np.zeros((n, fmt.channels), np.float32)
+            got = self._orig[:n]
+            original[n - len(got):] = got  # short only at a (re)start: the resampler's delay, as silence first
+            self._orig = self._orig[len(got):]
+        piece = Piece(samples, self._pos, captured, original)
         self._pos += len(samples)
         self._clock = captured
         return piece

@@ -14,6 +14,7 @@ This is the project's training-data generator and the baseline the learned stude
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -21,21 +22,22 @@ from scipy.ndimage import gaussian_filter1d
 from engine import motion as M
 from engine.data.tts import Phoneme
 from engine.data.visemes import VISEMES, target_vector, viseme_of
+from engine.limits import Range
 
 
 @dataclass
 class AnimatorConfig:
     """Procedural animation settings."""
 
-    anticipation: float = 0.04
+    anticipation: Annotated[float, Range(-0.5, 0.5)] = 0.04
     """Seconds by which mouth shapes lead their sound."""
-    articulation: float = 1.0
+    articulation: Annotated[float, Range(0, 3)] = 1.0
     """Scale of mouth movements."""
-    blink_interval: float = 3.5
+    blink_interval: Annotated[float, Range(0.5, None)] = 3.5
     """Mean seconds between blinks."""
-    head_motion: float = 1.0
+    head_motion: Annotated[float, Range(0, 3)] = 1.0
     """Scale of head sway and nods (0 = still)."""
-    head_turns: float = 0.0
+    head_turns: Annotated[float, Range(0, 60)] = 0.0
     """Large deliberate head turns and nods per minute, up to the renderer's pose limits (0 = none)."""
     seed: int = 0
     """Random seed for blinks, sway and gaze (same seed, same animation)."""

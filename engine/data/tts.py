@@ -13,8 +13,11 @@ import ctypes.util
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+
+from engine.limits import Range
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +116,73 @@ class TTSConfig:
 
     voice: str = "en-us"
     """espeak-ng voice name or language code (see `talkcam voices`)."""
-    rate: int = 165
+    rate: Annotated[int, Range(80, 450)] = 165
     """Speaking rate in words per minute (80-450)."""
-    pitch: int = 50
+    pitch: Annotated[int, Range(0, 100)] = 50
     """Base pitch, 0-100."""
-    pitch_range: int = 50
+    pitch_range: Annotated[int, Range(0, 100)] = 50
     """Pitch variation, 0-100 (0 = monotone)."""
+
+
+SCRIPT_VOICES = {"Han": "cmn", "Japanese": "ja", "Hangul": "ko", "Cyrillic": "ru", "Arabic": "ar", "Greek": "el",
+                 "Hebrew": "he", "Devanagari": "hi", "Thai": "th", "Georgian": "ka", "Armenian": "hy",
+                 "Bengali": "bn", "Tamil": "ta"}
+"""The espeak-ng voice that reads each non-Latin script (`talkcam voices` lists the others)."""
+
+_VOICE_SCRIPTS = {"cmn": "Han", "yue": "Han", "ja": "Japanese", "ko": "Hangul", "ru": "Cyrillic", "uk": "Cyrillic",
+                  "be": "Cyrillic", "bg": "Cyrillic", "mk": "Cyrillic", "sr": "Cyrillic", "ky": "Cyrillic",
+                  "kk": "Cyrillic", "tt": "Cyrillic", "ba": "Cyrillic", "ar": "Arabic", "fa": "Arabic",
+                  "ur": "Arabic", "el": "Greek", "grc": "Greek", "he": "Hebrew", "hi": "Devanagari",
+                  "mr": "Devanagari", "ne": "Devanagari", "th": "Thai", "ka": "Georgian", "hy": "Armenian",
+                  "bn": "Bengali", "ta": "Tamil"}
+_SCRIPT_NAMES = {"CJK": "Han", "HIRAGANA": "Japanese", "KATAKANA": "Japanese", "HANGUL": "Hangul",
+                 "CYRILLIC": "Cyrillic", "ARABIC": "Arabic", "GREEK": "Greek", "HEBREW": "Hebrew",
+                 "DEVANAGARI": "Devanagari", "THAI": "Thai", "GEORGIAN": "Georgian", "ARMENIAN": "Armenian",
+                 "BENGALI": "Bengali", "TAMIL": "Tamil", "LATIN": "Latin"}
+
+
+def text_script(text: str) -> str:
+    """The writing system of most of `text`'s letters: "Latin", a key of SCRIPT_VOICES, or "Other"
+    (Japanese when kana appear among Han characters)."""
+    import unicodedata
+
+    counts: dict[str, int] = {}
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        name = unicodedata.name(ch, "")
+        script = _SCRIPT_NAMES.get(name.split(" ")[0], "Other") if name else "Other"
+        counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return "Latin"
+    if counts.get("Japanese") and counts.get("Han"):
+        counts["Japanese"] += counts.pop("Han")
+    return max(counts, key=counts.get)
+
+
+def voice_for_text(text: str, voice: str, default: str = "en-us") -> tuple[str, str | None]:
+    """The voice to read `text` with, and a note for the user (None when nothing changes). With the default
+    voice, text in another script gets that script's voice; a voice chosen by the user is kept, with a
+    warning naming the right one when it cannot read the text's script."""
+    script = text_script(text)
+    want = SCRIPT_VOICES.get(script)
+    base = voice.lower().split("/")[-1].split("-")[0]
+    voice_script = _VOICE_SCRIPTS.get(base, "Latin")
+    if script in ("Latin", "Other") or voice_script == script:
+        return voice, None
+    if voice == default and want is not None:
+        return want, f"The text is in {script} script: speaking it with the espeak-ng voice {want!r} (--voice sets another)."
+    hint = f" Use --voice {want}." if want else " See `talkcam voices`."
+    return voice, (f"The text is in {script} script, but the voice {voice!r} reads {voice_script} script: it will "
+                   f"spell the characters out.{hint}")
+
+
+def looks_like_ssml(text: str) -> bool:
+    """True for SSML markup (a document starting with <speak>)."""
+    head = text.lstrip()
+    if head.startswith("<?xml"):
+        head = head[head.find("?>") + 2:].lstrip() if "?>" in head else head
+    return head.startswith("<speak")
 
 
 def _load_library() -> ctypes.CDLL:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from engine.audio.sources import AudioSource, Piece
+from engine.audio.sources import AudioFormat, AudioSource, Piece
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ class Sink(Protocol):
 
     name: str
 
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None: ...
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
+        """`sample_rate` and `channels`: the source's own audio format (`Piece.original`; a piece without it
+        carries only its 16 kHz mono copy, `Piece.samples`)."""
+        ...
 
     def write_frame(self, frame: Frame) -> None: ...
 
@@ -83,7 +86,7 @@ class SinkBase:
 
     name = "sink"
 
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None:
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
         pass
 
     def write_frame(self, frame: Frame) -> None:
@@ -124,6 +127,8 @@ class PipelineStats:
     student_s: float = 0.0
     render_s: float = 0.0
     student_frames: int = 0
+    interrupted: bool = False
+    """`run()` ended on Ctrl-C, before the source did."""
 
     def summary(self, last: int = 0) -> dict:
         """Totals; with `last`, fps and latencies over the last `last` frames (what the status bar shows)."""
@@ -192,7 +197,8 @@ class Pipeline:
         self.sinks = self.sinks + [sink]  # the stage threads iterate over the list they took: swap it whole
 
     def _open(self, sink: Sink) -> None:
-        sink.open(self.renderer.config.size, self.config.fps, _rate(self.source))
+        fmt = getattr(self.source, "record_format", None) or AudioFormat()
+        sink.open(self.renderer.config.size, self.config.fps, fmt.sample_rate, fmt.channels)
         self._opened.append(sink)
 
     def remove_sink(self, sink: Sink) -> None:
@@ -249,6 +255,7 @@ class Pipeline:
                 pass
         except KeyboardInterrupt:
             log.info("Stopping (Ctrl-C)")
+            self.stats.interrupted = True
             self.stop()
             self.join()
         return self.stats

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio.io import audio_info
 from engine.audio.sources import FileSource
 from engine.render.renderer import RendererConfig
 from engine.runtime.live import FPS, PIECE, AvatarEngine
 from engine.runtime.pipeline import SinkBase
 from engine.runtime.session import SessionConfig
-from engine.sinks.recorder import RecorderSink
+from engine.sinks.recorder import Interrupted, Progress, RecorderSink, check_output
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +38,47 @@ class RenderResult:
 
 
 class _MotionTap(SinkBase):
-    """Keeps each frame's motion (for the result and evaluation)."""
+    """Keeps each frame's motion (for the result and evaluation) and reports the progress."""
 
     name = "motion"
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress | None = None, total: float = 0.0) -> None:
         self.motion: dict[int, np.ndarray] = {}
+        self.progress, self.total = progress, total
 
     def write_frame(self, frame) -> None:
         self.motion[frame.index] = frame.motion
+        if self.progress is not None:
+            self.progress((frame.index + 1) / FPS, self.total)
 
 
 def render_file(audio_path: Path, portrait: Path, out: Path, session: SessionConfig | None = None,
                 render: RendererConfig | None = None, student_dir: Path | None = None, style: str = "speaking",
-                cache_dir: Path | None = None, require_skin: bool = True, max_seconds: float = 0.0) -> RenderResult:
+                cache_dir: Path | None = None, require_skin: bool = True, max_seconds: float = 0.0,
+                progress: Progress | None = None, overwrite: bool = False) -> RenderResult:
     """The live pipeline (engine.runtime.pipeline) on a file at full speed: nothing is dropped, the
-    recorder holds the pipeline back when it is slower."""
+    recorder holds the pipeline back when it is slower. The MP4 keeps the file's own audio (its rate, mono
+    or stereo). `progress(done, total)` gets seconds of video; Ctrl-C closes the file where it was and
+    raises `Interrupted`."""
     render = render or RendererConfig()
     source = FileSource(audio_path, PIECE, realtime=False, max_seconds=max_seconds)
     source.open()  # bad files fail here, before any model is loaded
     source.close()
+    check_output(out, (audio_path, portrait, student_dir), overwrite)  # and a bad output path
+    total = audio_info(audio_path)[2] or 0.0
+    if max_seconds > 0:
+        total = min(total, max_seconds) if total else max_seconds
     engine = AvatarEngine(render, session, student_dir, style, cache_dir, require_skin)
     avatar = engine.avatar(portrait)
-    recorder, tap = RecorderSink(out, blocking=True), _MotionTap()
+    recorder, tap = RecorderSink(out, blocking=True), _MotionTap(progress, total)
     pipe = engine.pipeline_for(source, avatar, [recorder, tap])
     t0 = time.perf_counter()
     stats = pipe.run()
     elapsed = time.perf_counter() - t0
     if recorder.error is not None:
         raise recorder.error
+    if stats.interrupted:
+        raise Interrupted(Path(out), recorder.frames_written / FPS, total)
     if not tap.motion:
         raise ValueError(f"{audio_path} has no audio samples")
     motion = np.stack([tap.motion[i] for i in sorted(tap.motion)])

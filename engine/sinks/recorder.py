@@ -8,11 +8,15 @@ so a crash, a kill or a full disk leaves a file that plays up to its last second
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from engine.audio.sources import AudioFormat
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +25,73 @@ class RecorderError(OSError):
     """Writing the video failed (disk full, no permission, ...); the message says where and why."""
 
 
+Progress = Callable[[float, float], None]
+"""A long job's progress: (seconds of video done, seconds in all; 0 when not known)."""
+
+
+class Interrupted(Exception):
+    """The user stopped a job (Ctrl-C); the file was closed cleanly where it was."""
+
+    def __init__(self, path: Path, seconds: float, total: float) -> None:
+        self.path, self.seconds, self.total = path, seconds, total
+        of = f" of {total:.1f} s" if total else ""
+        super().__init__(f"Interrupted: {path} holds the first {seconds:.1f} s{of}, and plays.")
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v")
+"""What the recorder writes: an MP4 container (H.264 + AAC)."""
+
+
+def check_output(path: Path | str, inputs: tuple[Path | str | None, ...] = (), overwrite: bool = False,
+                 suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> Path:
+    """Check an output file before any work starts: the name says what is written, it is none of the
+    inputs, an existing file is replaced only with `overwrite`, and its folder can be written. Raises
+    RecorderError saying that nothing was written and what to do."""
+    path = Path(path)
+    target = path.resolve()
+    for src in inputs:
+        if src is not None and Path(src).exists() and Path(src).resolve() == target:
+            raise RecorderError(f"{path} is also an input; talkcam never writes over its inputs. Give another "
+                                "output name. Nothing was written.")
+    if path.is_dir():
+        example = path / ("talkcam" + (suffixes[0] if suffixes else ""))
+        raise RecorderError(f"Cannot write {path}: it is a folder. Give a file name, e.g. {example}. "
+                            "Nothing was written.")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise RecorderError(f"Cannot write {path}: talkcam writes {'/'.join(s.lstrip('.').upper() for s in suffixes)} "
+                            f"files, not {path.suffix or 'files without an extension'}. Name it "
+                            f"{path.with_suffix(suffixes[0]).name}. Nothing was written.")
+    if path.exists() and not overwrite:
+        raise RecorderError(f"{path} exists. Add --overwrite to replace it, or give another name. Nothing was written.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    why = None
+    if not folder.is_dir():
+        why = f"{folder} is not a folder"
+    else:
+        try:  # a real probe: permissions, read-only mounts and root's rights all show here
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".talkcam-probe-"):
+                pass
+        except OSError as exc:
+            why = f"the folder {folder} is not writable ({exc.strerror or exc})"
+    if why is not None:
+        raise RecorderError(f"Cannot write {path}: {why}. Choose another folder. Nothing was written.")
+    return path
+
+
 class Mp4Writer:
-    """Write RGB frames and mono float audio to an MP4. Use as a context manager."""
+    """Write RGB frames and float audio (mono or stereo, at the source's own rate) to an MP4. Use as a
+    context manager."""
 
     def __init__(self, path: Path | str, size: tuple[int, int], fps: int, sample_rate: int,
-                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False) -> None:
+                 crf: int = 20, preset: str = "veryfast", fragmented: bool = False, channels: int = 1) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"the recorder writes mono or stereo audio, not {channels} channels")
         self.path = Path(path)
         self.fps = fps
         self.sample_rate = sample_rate
+        self.channels = channels
         self.frames_written = 0
         self.samples_written = 0
         try:
@@ -45,8 +108,10 @@ class Mp4Writer:
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": preset, **({"tune": "zerolatency"} if fragmented else {})}
         self._video.codec_context.gop_size = fps
+        self._layout = "stereo" if channels == 2 else "mono"
         self._audio = self._container.add_stream("aac", rate=sample_rate)
-        self._audio.layout = "mono"
+        self._audio.layout = self._layout
+        self._audio.bit_rate = 96_000 * channels  # transparent for speech and song (FFmpeg's default: 69 kb/s)
         self._audio.time_base = Fraction(1, sample_rate)
 
     def write_video(self, frame: np.ndarray) -> None:
@@ -59,11 +124,14 @@ class Mp4Writer:
         self.frames_written += 1
 
     def write_audio(self, samples: np.ndarray) -> None:
-        """Mono float32 samples in [-1, 1] at `sample_rate`."""
+        """Float32 samples in [-1, 1] at `sample_rate`: [n] or [n, channels] (mono is spread over both
+        channels of a stereo file)."""
         if not len(samples):
             return
-        data = np.clip(samples, -1.0, 1.0).astype(np.float32)[None, :]
-        af = av.AudioFrame.from_ndarray(data, format="flt", layout="mono")
+        data = np.clip(samples, -1.0, 1.0).astype(np.float32).reshape(len(samples), -1)
+        if data.shape[1] != self.channels:
+            data = np.repeat(data[:, :1], self.channels, 1) if data.shape[1] == 1 else data.mean(1, keepdims=True)
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(data).reshape(1, -1), format="flt", layout=self._layout)
         af.sample_rate = self.sample_rate
         af.pts = self.samples_written
         af.time_base = Fraction(1, self.sample_rate)
@@ -75,8 +143,9 @@ class Mp4Writer:
             for pkt in packets:
                 self._container.mux(pkt)
         except (OSError, av.error.FFmpegError) as exc:
-            raise RecorderError(f"Writing {self.path} failed ({_why(exc)}); what was recorded before stays "
-                                "playable.") from exc
+            kept = (f"its first {self.frames_written / self.fps:.1f} s stay playable" if self.frames_written
+                    else "nothing playable was written")
+            raise RecorderError(f"Writing {self.path} failed ({_why(exc)}); {kept}.") from exc
 
     def close(self) -> None:
         try:
@@ -93,6 +162,13 @@ class Mp4Writer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _to_rate(samples: np.ndarray, n: int) -> np.ndarray:
+    """16 kHz mono samples stretched to `n` samples by linear interpolation (a piece without its original)."""
+    if n == len(samples):
+        return samples
+    return np.interp((np.arange(n) + 0.5) * len(samples) / n - 0.5, np.arange(len(samples)), samples).astype(np.float32)
 
 
 def _why(exc: BaseException) -> str:
@@ -130,13 +206,19 @@ class RecorderSink:
         self._q = None
         self._thread = None
 
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None:
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
+        """`sample_rate`, `channels`: the source's own audio format, which the recording keeps."""
         import queue
         import threading
 
-        self.fps, self.sample_rate = fps, sample_rate
+        self.fps, self.sample_rate, self.channels = fps, sample_rate, channels
+        self.format = AudioFormat(sample_rate, channels)
         self.piece = sample_rate // fps
-        self._writer = Mp4Writer(self.path, size, fps, sample_rate, self.crf, self.preset, fragmented=True)
+        if sample_rate % fps:
+            raise RecorderError(f"Cannot record {sample_rate} Hz audio at {fps} fps: a frame must hold a whole "
+                                "number of samples.")
+        self._writer = Mp4Writer(self.path, size, fps, sample_rate, self.crf, self.preset, fragmented=True,
+                                 channels=channels)
         self._q = queue.Queue(maxsize=max(8, int(self.queue_seconds * fps * 2)))
         self._thread = threading.Thread(target=self._run, name="talkcam-recorder", daemon=True)
         self._thread.start()
@@ -146,7 +228,14 @@ class RecorderSink:
         self._enqueue(("v", frame.index, frame.image))
 
     def write_audio(self, piece) -> None:
-        self._enqueue(("a", piece.start, piece.samples))
+        """The piece's own audio (`original`), else its 16 kHz copy brought to the recording's rate."""
+        start = self.format.position(piece.start)
+        if piece.original is not None and piece.original.shape[1] == self.channels:
+            samples = piece.original
+        else:
+            n = self.format.position(piece.start + len(piece.samples)) - start
+            samples = _to_rate(piece.samples, n)
+        self._enqueue(("a", start, samples))
 
     def _enqueue(self, item) -> None:
         import queue
@@ -194,9 +283,9 @@ class RecorderSink:
                 if first is not None:
                     a_next = self._write_audio(audio, a_next, (first + w.frames_written) * self.piece)
                 self.frames_written = w.frames_written
-        except RecorderError as exc:
+        except RecorderError as exc:  # kept for the owner to report (said once, by the owner)
             self.error = exc
-            log.error("%s", exc)
+            log.debug("recorder stopped: %s", exc)
             if self.on_error is not None:
                 self.on_error(exc)
         finally:
@@ -205,7 +294,8 @@ class RecorderSink:
             except RecorderError as exc:
                 if self.error is None:
                     self.error = exc
-                    log.error("%s", exc)
+                    if self.on_error is not None:
+                        self.on_error(exc)
             while True:  # unblock writers still queueing
                 try:
                     self._q.get_nowait()

@@ -77,7 +77,7 @@ class VirtualCamSink(SinkBase):
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int) -> None:
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
         self.size = self.size or size
         self.fps = self.fps or fps
         w, h = self.size

@@ -71,6 +71,12 @@ def test_capture_is_the_file_resampled_to_16k_mono(file_mic):
     assert np.abs(got[:n]).max() > 0.25  # not silence
     caps = np.array([p.captured for p in pieces])
     assert (np.diff(caps) >= 0).all()
+    # the device's own audio travels along for recordings: 48 kHz stereo, sample for sample, same stretch of time
+    assert (src.record_format.sample_rate, src.record_format.channels) == (48000, 2)
+    assert all(p.original.shape == (960, 2) for p in pieces)
+    orig = np.concatenate([p.original for p in pieces])
+    m = min(len(orig), len(file_mic)) - 600
+    assert np.abs(orig[:m] - file_mic[:m]).max() < 1e-6
 
 
 def test_capture_feeds_the_session_like_the_file(file_mic, engine, avatar):

@@ -66,9 +66,10 @@ def test_cli_reports_bad_portraits_clearly(tmp_path, portraits_dir, caplog):
                "--no-cache"])
     assert rc == 2
     assert "No human face" in caplog.text and not (tmp_path / "x.mp4").exists()
-    rc = main(["say", "Hi.", "--portrait", str(tmp_path / "missing.jpg"), "--no-cache"])
+    rc = main(["say", "Hi.", "--portrait", str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "y.mp4"),
+               "--no-cache"])
     assert rc == 2 and "does not exist" in caplog.text
-    rc = main(["say", "Hi.", "--size", "4000", "4000", "--no-cache"])
+    rc = main(["say", "Hi.", "--size", "4000", "4000", "--out", str(tmp_path / "z.mp4"), "--no-cache"])
     assert rc == 2 and "out of range" in caplog.text
 
 
