@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 from engine import motion as M
 from engine.face import FramedAvatar
 from engine.face import topology as T
+from engine.limits import Range
 
 
 @dataclass
@@ -40,13 +42,13 @@ class RendererConfig:
 
     size: tuple[int, int] = (512, 512)
     """Output frame width and height in pixels (up to 1920x1080)."""
-    grid: int = 128
+    grid: Annotated[int, Range(16, 512)] = 128
     """Flow-grid points along the face region's longer side."""
-    region_scale: float = 2.0
+    region_scale: Annotated[float, Range(1.0, 4.0)] = 2.0
     """Face region side relative to the face's size (forehead-to-chin)."""
-    newton_steps: int = 3
+    newton_steps: Annotated[int, Range(0, 10)] = 3
     """Newton iterations that invert the warp."""
-    smooth: float = 0.8
+    smooth: Annotated[float, Range(0, 8)] = 0.8
     """Gaussian blur of the flow basis, in grid cells."""
     mouth_interior: bool = True
     """Paint cavity and teeth where the mouth opens wider than in the portrait, and eyelid skin
@@ -89,11 +91,11 @@ class Renderer(nn.Module):
         flow = torch.einsum("bm,mchw->bchw", motion, flow_basis)  # [B, 2, gh, gw]
         jac = torch.einsum("bm,mchw->bchw", motion, jac_basis)  # [B, 4, gh, gw]
         fields = torch.cat([flow, jac], dim=1)  # [B, 6, gh, gw]
-        ys = torch.linspace(0.0, 1.0, gh, dtype=src.dtype) * (rh - 1)
-        xs = torch.linspace(0.0, 1.0, gw, dtype=src.dtype) * (rw - 1)
+        ys = torch.linspace(0.0, 1.0, gh, dtype=src.dtype, device=src.device) * (rh - 1)
+        xs = torch.linspace(0.0, 1.0, gw, dtype=src.dtype, device=src.device) * (rw - 1)
         py, px = torch.meshgrid(ys, xs, indexing="ij")
         p = torch.stack([px, py], dim=0).unsqueeze(0)  # [1, 2, gh, gw] pixels
-        scale = torch.stack([torch.tensor(rw - 1.0), torch.tensor(rh - 1.0)]).to(src.dtype).view(1, 2, 1, 1)
+        scale = torch.tensor([rw - 1.0, rh - 1.0], dtype=src.dtype, device=src.device).view(1, 2, 1, 1)
         s = p - flow
         max_step = 0.5 * (rh + rw) / (gh + gw) * 4.0  # at most ~4 grid cells per step
         for _ in range(self.config.newton_steps):
@@ -127,7 +129,7 @@ class Renderer(nn.Module):
         paint = _mouth_colour(poly, mouth_px.reshape(-1, 2), d_up, d_lo, colors)  # [B, 3, Km]
         flat = _composite(flat, idx, paint, (in_dst - keep * _at(masks, grid_flat, idx)[:, 0]).clamp(min=0.0))
         # eyes: paint eyelid skin where the source pixel was eyeball but the lids now cover it
-        zero = torch.zeros(b, 1, dtype=src.dtype)
+        zero = torch.zeros(b, 1, dtype=src.dtype, device=src.device)
         for e, box in ((0, eye_px_l), (1, eye_px_r)):
             lids = eye_ref[e].unsqueeze(0) + torch.einsum("pcm,bm->bpc", eye_basis[e], motion)  # [B, Pe, 2]
             in_lid, d_up, _ = _inside_box(lids, box, zero)
