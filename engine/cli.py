@@ -749,9 +749,11 @@ def _progress(what: str) -> Iterator[Callable[[float, float], None]]:
 
     bar = Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
-    task = bar.add_task(what, total=None, done="")
+    task = bar.add_task(what, total=None, done="", start=False)  # the clock starts with the first frame
 
     def update(done: float, total: float) -> None:
+        if not bar.tasks[0].started:
+            bar.start_task(task)
         bar.update(task, completed=done, total=total or None,
                    done=f"{done:.1f}/{total:.1f} s of video" if total else f"{done:.1f} s of video")
 

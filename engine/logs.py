@@ -10,6 +10,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 
+def _own_lines(record: logging.LogRecord) -> bool:
+    """The console shows talkcam's own lines and any library's errors; third-party warnings and
+    deprecation notices go to the log file only."""
+    return record.name == "talkcam" or record.name.startswith(("engine", "app", "__main__")) or \
+        (record.levelno >= logging.ERROR and record.name != "py.warnings")
+
+
 class _LogFile(logging.handlers.RotatingFileHandler):
     """The log file. When it cannot be written (the disk is full, the folder went away) it stops, says so
     once on the console, and the program goes on, instead of printing a traceback for every message."""
@@ -37,7 +44,9 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
     console = RichHandler(level=getattr(logging, level.upper(), logging.INFO), show_path=False,
                           rich_tracebacks=False, markup=False, console=Console(stderr=True))
     console._talkcam = True
+    console.addFilter(_own_lines)
     root.addHandler(console)
+    logging.captureWarnings(True)  # third-party Python warnings become log records: the file keeps them
     log_file = None
     if log_dir is not None:
         try:
@@ -51,6 +60,9 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
         except OSError as exc:
             logging.getLogger(__name__).warning("No log file (cannot write to %s: %s)", log_dir, exc)
             log_file = None
-    for noisy in ("PIL", "matplotlib", "absl", "onnxscript", "torch.onnx", "onnx_ir"):
+    for noisy in ("PIL", "matplotlib", "absl", "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # torch's exporter logs through its own stderr handler ("torchvision is not installed. Skipping ..."),
+    # which our console filter cannot reach; its warnings are about operators talkcam never exports
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     return log_file

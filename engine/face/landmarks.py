@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +45,45 @@ class FaceBox:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
 
+_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |INFO: |WARNING: All log messages before absl|E\d{4}|W\d{4})")
+"""Lines MediaPipe's C++ side (absl logging, TF-Lite) writes straight to file descriptor 2."""
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is one per process: one redirection at a time
+
+
+@contextmanager
+def _native_stderr_to_log():
+    """Run MediaPipe with its native stderr chatter sent to the log file (DEBUG), not the user's console.
+
+    Its C++ code (absl, TF-Lite) writes to file descriptor 2 directly, where Python's logging cannot
+    filter it. While it runs, fd 2 points at a temporary file; afterwards MediaPipe's lines go to the
+    log, and anything else written there meanwhile (another thread's console line) goes back to stderr."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            # MediaPipe's worker threads may still be writing: wait while the file grows (at most 0.2 s)
+            size, waited = os.fstat(tmp.fileno()).st_size, 0.0
+            while size and waited < 0.2:
+                time.sleep(0.02)
+                waited += 0.02
+                now = os.fstat(tmp.fileno()).st_size
+                if now == size:
+                    break
+                size = now
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if _NATIVE_LOG.match(line):
+                    log.debug("mediapipe: %s", line)
+                elif line:
+                    os.write(2, (line + "\n").encode("utf-8"))
+
+
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
@@ -63,12 +107,17 @@ class FaceLandmarker:
 
     def _models(self):
         if self._mesh is None:
+            with _native_stderr_to_log():
+                self._load()
+        return self._detectors, self._mesh
+
+    def _load(self) -> None:
+        if self._mesh is None:
             face_detection, face_mesh = _import_mediapipe()
             self._detectors = [face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4),
                                face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.4)]
             self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
                                             min_detection_confidence=self.min_score)
-        return self._detectors, self._mesh
 
     def close(self) -> None:
         with self._lock:
@@ -87,7 +136,8 @@ class FaceLandmarker:
             self.calls += 1
             boxes: list[FaceBox] = []
             for det in detectors:
-                result = det.process(np.ascontiguousarray(small))
+                with _native_stderr_to_log():
+                    result = det.process(np.ascontiguousarray(small))
                 for d in result.detections or []:
                     bb = d.location_data.relative_bounding_box
                     box = FaceBox(bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
@@ -116,7 +166,8 @@ class FaceLandmarker:
             crop = np.asarray(Image.fromarray(crop).resize((MESH_CROP, MESH_CROP), Image.Resampling.BILINEAR))
         with self._lock:
             _, mesh = self._models()
-            result = mesh.process(np.ascontiguousarray(crop))
+            with _native_stderr_to_log():
+                result = mesh.process(np.ascontiguousarray(crop))
         if not result.multi_face_landmarks:
             return None
         lm = result.multi_face_landmarks[0].landmark

@@ -370,3 +370,23 @@ def test_the_cache_flag_reads_plainly(capsys):
         main(["say", "--help"])
     text = capsys.readouterr().out
     assert "--no-cache" in text and "--no-no-cache" not in text
+
+
+# -- console noise (issue 19, item 6) -------------------------------------------------------------------------
+def test_the_console_shows_only_talkcams_own_lines(tmp_path):
+    """MediaPipe's native absl/TF-Lite chatter, torch's exporter warnings and Python deprecation warnings go
+    to the log file, not the user's console (a fresh cache: the ONNX exports run too)."""
+    import re
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([*_talkcam(), "render", "--audio", str(SAMPLE), "--out", str(tmp_path / "n.mp4"), "--size",
+                        "128", "128", "--max-seconds", "1"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    noise = [line for line in p.stderr.splitlines()
+             if re.match(r"^([IWEF]\d{4} |INFO: Created|WARNING: All log)", line) or "Warning:" in line
+             or "warnings.warn" in line or "return cls.__new__" in line]
+    assert noise == [], noise
+    logged = (tmp_path / "state" / "talkcam" / "log" / "talkcam.log").read_text()
+    assert "mediapipe: " in logged and "Done:" in logged
