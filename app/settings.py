@@ -45,6 +45,9 @@ class Settings:
     cam_width = property(lambda s: s._get("cam_width", 1280, int), lambda s, v: s._set("cam_width", int(v)))
     cam_height = property(lambda s: s._get("cam_height", 720, int), lambda s, v: s._set("cam_height", int(v)))
     cam_fps = property(lambda s: s._get("cam_fps", 30, int), lambda s, v: s._set("cam_fps", int(v)))
+    vmc = property(lambda s: s._get("vmc", False, bool), lambda s, v: s._set("vmc", bool(v)))
+    vmc_target = property(lambda s: s._get("vmc_target", "127.0.0.1:39539", str),
+                          lambda s, v: s._set("vmc_target", str(v)))
     cam_backend = property(lambda s: s._get("cam_backend", "", str) or None, lambda s, v: s._set("cam_backend", v or ""))
     record_dir = property(lambda s: Path(s._get("record_dir", str(default_record_dir()), str)),
                           lambda s, v: s._set("record_dir", str(v)))

@@ -139,6 +139,7 @@ class SessionViewModel(QObject):
     message = Signal(str)  # for the status bar (microphone lost/back, recording saved, ...)
     recordingChanged = Signal(bool, str)
     virtualcamChanged = Signal(bool)
+    vmcChanged = Signal(bool)
     portraitChanged = Signal(str)
 
     def __init__(self, settings: Settings, cache_dir: Path | None = None, source_factory=None) -> None:
@@ -154,6 +155,7 @@ class SessionViewModel(QObject):
         self.level = LevelSink()
         self.recorder = None
         self.camera = None
+        self.vmc = None
         self.record_started = 0.0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="talkcam-engine")
 
@@ -230,6 +232,8 @@ class SessionViewModel(QObject):
         self.portraitChanged.emit(str(portrait))
         if self.settings.virtualcam:
             self._set_virtualcam(True)
+        if self.settings.vmc:
+            self._set_vmc(True)
 
     def _mic_status(self, state: str, message: str) -> None:
         self.message.emit(message)
@@ -246,6 +250,7 @@ class SessionViewModel(QObject):
             if self.recorder is not None:
                 self._set_recording(False, pipe)
             self.camera = None
+            self.vmc = None
             if pipe is not None:
                 pipe.stop()
                 pipe.join()  # raises a stage's error: reported as the one dialog
@@ -328,6 +333,35 @@ class SessionViewModel(QObject):
             cam, self.camera = self.camera, None
             self.pipeline.remove_sink(cam)
         self.virtualcamChanged.emit(self.camera is not None)
+
+    # -- VTuber output (VMC) --------------------------------------------------------------------
+    def set_vmc(self, on: bool, target: str | None = None) -> None:
+        """Send the motion to a VTuber app over the VMC protocol (`target` HOST:PORT, remembered)."""
+        self.settings.vmc = on
+        if target is not None:
+            self.settings.vmc_target = target
+        if self.running:
+            self._submit(self._set_vmc, on)
+        else:
+            self.vmcChanged.emit(on)
+
+    def _set_vmc(self, on: bool) -> None:
+        from engine.sinks.vmc import VmcSink
+
+        if on and self.vmc is None:
+            try:
+                sink = VmcSink(self.settings.vmc_target)
+                self.pipeline.add_sink(sink)
+            except Exception:
+                self.settings.vmc = False
+                self.vmcChanged.emit(False)
+                raise
+            self.vmc = sink
+            self.message.emit(f"VMC: sending to {sink.host}:{sink.port}")
+        elif not on and self.vmc is not None:
+            sink, self.vmc = self.vmc, None
+            self.pipeline.remove_sink(sink)
+        self.vmcChanged.emit(self.vmc is not None)
 
     # -- recording ------------------------------------------------------------------------------
     def recording_path(self) -> Path:

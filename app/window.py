@@ -115,8 +115,12 @@ class MainWindow(QMainWindow):
         self.mute_box.setChecked(self.settings.muted)
         self.cam_box = QCheckBox("Virtual webcam")
         self.cam_box.setChecked(self.settings.virtualcam)
+        self.vmc_box = QCheckBox("VTuber (VMC)")
+        self.vmc_box.setChecked(self.settings.vmc)
+        self.vmc_box.setToolTip("Send the motion (ARKit blendshapes, head pose, gaze) to VSeeFace, VNyan, Warudo "
+                                "or VTube Studio over the VMC protocol")
         bar = QHBoxLayout()
-        for w in (self.start_btn, self.record_btn, self.record_time, self.mute_box, self.cam_box):
+        for w in (self.start_btn, self.record_btn, self.record_time, self.mute_box, self.cam_box, self.vmc_box):
             bar.addWidget(w)
         bar.addStretch(1)
         left = QVBoxLayout()
@@ -165,6 +169,9 @@ class MainWindow(QMainWindow):
         cl = QFormLayout(cbox)
         cl.addRow("Resolution", self.cam_size)
         cl.addRow("Frames/s", self.cam_fps)
+        self.vmc_target = QLineEdit(self.settings.vmc_target)
+        self.vmc_target.setToolTip("HOST:PORT of the VTuber app (VSeeFace, VNyan, Warudo listen on 39539)")
+        cl.addRow("VMC to", self.vmc_target)
 
         # controls
         self.guidance = QSlider(Qt.Orientation.Horizontal)
@@ -229,6 +236,9 @@ class MainWindow(QMainWindow):
         self.record_btn.toggled.connect(vm.set_recording)
         self.mute_box.toggled.connect(vm.set_mute)
         self.cam_box.toggled.connect(vm.set_virtualcam)
+        self.vmc_box.toggled.connect(lambda on: vm.set_vmc(on, self.vmc_target.text().strip()))
+        self.vmc_target.editingFinished.connect(lambda: setattr(self.settings, "vmc_target",
+                                                                self.vmc_target.text().strip()))
         self.add_btn.clicked.connect(self._add_dialog)
         self.portraits.itemActivated.connect(self._pick)
         self.portraits.itemClicked.connect(self._pick)
@@ -247,6 +257,7 @@ class MainWindow(QMainWindow):
         vm.message.connect(lambda m: self.statusBar().showMessage(m, 0 if m.startswith(LOADING) else 8000))
         vm.recordingChanged.connect(self._recording)
         vm.virtualcamChanged.connect(self._virtualcam)
+        vm.vmcChanged.connect(self._vmc)
         vm.portraitChanged.connect(lambda _: self.refresh_gallery())
         self.gallery.changed.connect(self.refresh_gallery)
 
@@ -347,6 +358,11 @@ class MainWindow(QMainWindow):
         self.cam_box.blockSignals(True)
         self.cam_box.setChecked(on)
         self.cam_box.blockSignals(False)
+
+    def _vmc(self, on: bool) -> None:
+        self.vmc_box.blockSignals(True)
+        self.vmc_box.setChecked(on)
+        self.vmc_box.blockSignals(False)
 
     def _cam_size(self, i: int) -> None:
         w, h = self.cam_size.itemData(i)

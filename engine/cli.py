@@ -28,6 +28,7 @@ from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.sinks.recorder import Interrupted, RecorderError
 from engine.sinks.virtualcam import VirtualCamError
+from engine.sinks.vmc import VmcError
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
 
@@ -147,6 +148,9 @@ class Live:
     """Virtual camera device (e.g. /dev/video10); default: the first free one."""
     camera_backend: str | None = None
     """pyvirtualcam backend (v4l2loopback, obs, unitycapture); default: any available."""
+    vmc: str | None = None
+    """Also send the motion to a VTuber app over the VMC protocol (OSC/UDP), e.g. 127.0.0.1:39539 for
+    VSeeFace, VNyan or Warudo on this machine: ARKit perfect-sync blendshapes, head pose, gaze."""
     record: Path | None = None
     """Record the avatar with the microphone's audio to this MP4."""
     overwrite: bool = False
@@ -197,6 +201,10 @@ class Live:
         sinks = []
         if self.virtualcam:
             sinks.append(VirtualCamSink(backend=self.camera_backend, device=self.camera_device))
+        if self.vmc is not None:
+            from engine.sinks.vmc import VmcSink
+
+            sinks.append(VmcSink(self.vmc))
         recorder = None
         if self.record is not None:
             recorder = RecorderSink(self.record, on_error=lambda exc: log.error("%s", exc))
@@ -816,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate(cmd)  # numeric ranges, before any work starts
         return cmd.run()
-    except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError, MicError, VirtualCamError) as exc:
+    except (PortraitError, TTSError, RecorderError, ValueError, FileNotFoundError, MicError, VirtualCamError,
+            VmcError) as exc:
         log.error("%s", exc)
         log.debug("details", exc_info=True)
         return 2

@@ -95,6 +95,39 @@ def test_virtual_camera_gets_frames_at_the_chosen_fps(qtbot, make_window, settin
     assert settings.virtualcam is False
 
 
+def test_vmc_toggle_sends_the_motion_to_a_vtuber_app(qtbot, make_window, settings):
+    """The VTuber (VMC) toggle sends frame bundles to the HOST:PORT in the field; off stops them."""
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import BlockingOSCUDPServer
+
+    got = []
+    d = Dispatcher()
+    d.map("/VMC/Ext/Blend/Val", lambda _addr, name, value: got.append((time.monotonic(), name, value)))
+    server = BlockingOSCUDPServer(("127.0.0.1", 0), d)
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        win = make_window()
+        win.vm.start()
+        _wait_frames(qtbot, win, 5)
+        win.vmc_target.setText(f"127.0.0.1:{server.server_address[1]}")
+        win.vmc_box.setChecked(True)
+        qtbot.waitUntil(lambda: win.vm.vmc is not None, timeout=30_000)
+        qtbot.waitUntil(lambda: sum(1 for _, n, _ in got if n == "JawOpen") >= 25, timeout=30_000)
+        assert settings.vmc is True and settings.vmc_target.endswith(str(server.server_address[1]))
+        win.vmc_box.setChecked(False)
+        qtbot.waitUntil(lambda: win.vm.vmc is None, timeout=10_000)
+        qtbot.wait(500)
+        n = len(got)
+        qtbot.wait(1000)
+        assert len(got) == n and settings.vmc is False  # nothing after off
+        assert {name for _, name, _ in got} >= {"JawOpen", "EyeBlinkLeft", "MouthSmileRight", "Blink"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_missing_camera_driver_shows_what_to_install(qtbot, make_window, settings):
     if any(Path("/dev").glob("video*")):
         pytest.skip("this machine has a video device")
