@@ -84,6 +84,14 @@ def _native_stderr_to_log():
                     os.write(2, (line + "\n").encode("utf-8"))
 
 
+def _starts(n: int, tile: int, step: int) -> list[int]:
+    """Tile origins covering [0, n) with tiles of `tile` every `step` (the last one flush with the end)."""
+    if n <= tile:
+        return [0]
+    out = list(range(0, n - tile, step))
+    return out + [n - tile]
+
+
 def _import_mediapipe():
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
@@ -126,25 +134,42 @@ class FaceLandmarker:
             self._detectors = self._mesh = None
 
     def detect_faces(self, rgb: np.ndarray) -> list[FaceBox]:
-        """All faces found, largest first (boxes in the given image's pixels)."""
+        """All faces found, largest first (boxes in the given image's pixels).
+
+        The image is searched whole, shrunk to DETECT_MAX_SIDE. When that finds nothing in a larger
+        image (a big photo where the face is small: shrunk, it falls under the detector's size), it is
+        searched again in overlapping tiles of DETECT_MAX_SIDE pixels at its own resolution."""
+        h, w = rgb.shape[:2]
+        boxes: list[FaceBox] = []
+        with self._lock:
+            self.calls += 1
+            self._detect_into(rgb, 0, 0, boxes)
+            if not boxes and max(h, w) > DETECT_MAX_SIDE:
+                step = DETECT_MAX_SIDE * 3 // 4  # tiles overlap by a quarter: a face on a seam is whole in one
+                for y0 in _starts(h, DETECT_MAX_SIDE, step):
+                    for x0 in _starts(w, DETECT_MAX_SIDE, step):
+                        self._detect_into(rgb[y0:y0 + DETECT_MAX_SIDE, x0:x0 + DETECT_MAX_SIDE], x0, y0, boxes)
+                if boxes:
+                    log.debug("face found in tiles of %d px (too small in the whole %dx%d image)",
+                              DETECT_MAX_SIDE, w, h)
+        return sorted(boxes, key=lambda b: b.area, reverse=True)
+
+    def _detect_into(self, rgb: np.ndarray, x0: int, y0: int, boxes: list[FaceBox]) -> None:
+        """Detect in `rgb` (shrunk to DETECT_MAX_SIDE), add new boxes offset by (x0, y0). Holds the lock."""
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = rgb if scale == 1.0 else np.asarray(
             Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
-        with self._lock:
-            detectors, _ = self._models()
-            self.calls += 1
-            boxes: list[FaceBox] = []
-            for det in detectors:
-                with _native_stderr_to_log():
-                    result = det.process(np.ascontiguousarray(small))
-                for d in result.detections or []:
-                    bb = d.location_data.relative_bounding_box
-                    box = FaceBox(bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
-                                  (bb.ymin + bb.height) * h, float(d.score[0]))
-                    if not any(_iou(box, b) > 0.3 for b in boxes):
-                        boxes.append(box)
-        return sorted(boxes, key=lambda b: b.area, reverse=True)
+        detectors, _ = self._models()
+        for det in detectors:
+            with _native_stderr_to_log():
+                result = det.process(np.ascontiguousarray(small))
+            for d in result.detections or []:
+                bb = d.location_data.relative_bounding_box
+                box = FaceBox(x0 + bb.xmin * w, y0 + bb.ymin * h, x0 + (bb.xmin + bb.width) * w,
+                              y0 + (bb.ymin + bb.height) * h, float(d.score[0]))
+                if not any(_iou(box, b) > 0.3 for b in boxes):
+                    boxes.append(box)
 
     def mesh(self, rgb: np.ndarray, box: FaceBox | None = None) -> np.ndarray | None:
         """478x3 landmarks in the image's pixels (z in the same scale), or None if no mesh fits.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.animator import AnimatorConfig, ProceduralAnimator
-from engine.data.tts import EspeakTTS, TTSConfig, looks_like_ssml, voice_for_text
+from engine.data.tts import EspeakTTS, TTSConfig, TTSError, looks_like_ssml, voice_for_text
 from engine.face import frame_avatar, prepare_avatar
 from engine.render.renderer import AvatarRenderer, RendererConfig
 from engine.sinks.recorder import Interrupted, Mp4Writer, Progress, RecorderError
@@ -50,6 +50,9 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
         (log.info if voice != tts.voice else log.warning)("%s", note)
         tts = dataclasses.replace(tts, voice=voice)
     utt = EspeakTTS(tts).synthesize(text, ssml=ssml)
+    if not utt.phonemes:
+        raise TTSError(f"Nothing to say: espeak-ng ({tts.voice}) finds no words to speak in {text[:60]!r}. Give a "
+                       "text with words (punctuation alone is silent).")
     n_frames = max(1, math.ceil(utt.duration * fps))
     motion = ProceduralAnimator(animator).animate(utt.phonemes, n_frames, fps, utt.audio, utt.sample_rate)
     renderer = AvatarRenderer(framed, render)

@@ -194,3 +194,21 @@ def test_load_image_returns_hash_of_bytes(portraits_dir):
     _, digest = load_image(portraits_dir / "sad.png")
     assert digest == hashlib.sha256((portraits_dir / "sad.png").read_bytes()).hexdigest()
 
+
+
+def test_small_face_in_a_huge_photo_is_found_in_tiles(tmp_path, portraits_dir):
+    """A 12000x9000 photo whose face is small: shrunk whole for the detector the face is too small to find,
+    so the detector searches tiles at the working resolution (it said "No face found" before)."""
+    from engine.face import prepare_avatar
+
+    rng = np.random.default_rng(0)
+    canvas = Image.fromarray(rng.integers(90, 140, (180, 240, 3)).astype(np.uint8)).resize((12000, 9000))
+    face = Image.open(portraits_dir / "lp_s42.jpg").convert("RGB").resize((537, 537))
+    canvas.paste(face, (7000, 5000))
+    path = tmp_path / "huge.jpg"
+    canvas.save(path, quality=90)
+    avatar = prepare_avatar(path, cache_dir=None)
+    s = avatar.image.shape[1] / 12000  # the working copy is at most 4096 px
+    centre = np.array([7000 + 268, 5000 + 268]) * s
+    assert np.linalg.norm(avatar.landmarks[:, :2].mean(0) - centre) < 40 * s / 0.34
+    assert 60 < avatar.landmarks[:, 0].max() - avatar.landmarks[:, 0].min() < 120

@@ -390,3 +390,10 @@ def test_the_console_shows_only_talkcams_own_lines(tmp_path):
     assert noise == [], noise
     logged = (tmp_path / "state" / "talkcam" / "log" / "talkcam.log").read_text()
     assert "mediapipe: " in logged and "Done:" in logged
+
+
+def test_text_with_nothing_to_speak_is_refused(tmp_path, caplog):
+    """Punctuation alone (espeak-ng reads nothing) fails with the reason instead of writing a silent clip."""
+    out = tmp_path / "silent.mp4"
+    assert main(["say", "...", "--out", str(out)]) == 2
+    assert "Nothing to say" in caplog.text and not out.exists()
