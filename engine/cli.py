@@ -174,6 +174,12 @@ class Live:
 
         if self.screenshot is not None:
             check_output(self.screenshot, (self.portrait,), self.overwrite, suffixes=(".png", ".jpg", ".jpeg"))
+        gui = not self.no_gui and bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or
+                                       sys.platform in ("win32", "darwin") or
+                                       os.environ.get("QT_QPA_PLATFORM") == "offscreen")
+        if gui and (self.vmc is not None or self.record is not None or self.virtualcam):
+            raise ValueError("--vmc, --record and --virtualcam are for --no-gui; in the window use its VTuber (VMC), "
+                             "Record and Virtual webcam controls (add --no-gui to run them from the command line).")
         if not self.no_gui and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform
                                 in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
             from app.main import run_app
@@ -211,6 +217,9 @@ class Live:
             sinks.append(recorder)
         engine = AvatarEngine(self.render, self.session, None, self.style, self.common.avatar_cache(), self.skin_check)
         run_headless(engine, source, self.portrait or paths.default_portrait(), sinks, self.seconds)
+        for s in sinks:  # another output that failed (the virtual camera went away) ends with its error
+            if s is not recorder and getattr(s, "error", None) is not None:
+                raise s.error
         if recorder is not None and recorder.error is not None:  # said when it happened; the outcome here
             log.error("The recording %s stopped early: it plays its first %.1f s.", self.record,
                       recorder.frames_written / 25)
@@ -757,16 +766,23 @@ def _progress(what: str) -> Iterator[Callable[[float, float], None]]:
 
     bar = Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
                    TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
-    task = bar.add_task(what, total=None, done="", start=False)  # the clock starts with the first frame
+    task = bar.add_task(what, total=None, done="")
+    shown = False
 
     def update(done: float, total: float) -> None:
-        if not bar.tasks[0].started:
-            bar.start_task(task)
+        nonlocal shown
+        if not shown:  # the bar (and its clock) appears with the first frame, after the models have loaded
+            bar.reset(task)
+            bar.start()
+            shown = True
         bar.update(task, completed=done, total=total or None,
                    done=f"{done:.1f}/{total:.1f} s of video" if total else f"{done:.1f} s of video")
 
-    with bar:
+    try:
         yield update
+    finally:
+        if shown:
+            bar.stop()
 
 
 def _check_size(size: tuple[int, int]) -> None:

@@ -24,8 +24,11 @@ class _LogFile(logging.handlers.RotatingFileHandler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         import sys
 
-        logging.getLogger().removeHandler(self)
         exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):  # a bad log call (formatting), not the file: logging's own report
+            super().handleError(record)
+            return
+        logging.getLogger().removeHandler(self)
         try:
             self.close()
         except OSError as close_exc:  # closing flushes into the same full disk

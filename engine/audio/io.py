@@ -72,7 +72,7 @@ def audio_info(path: Path | str) -> tuple[int, int, float | None]:
         raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
 
 
-def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "mono"):
+def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "mono", warn: bool = True):
     """Decode `path` incrementally: float32 blocks at `sample_rate` (libswresample, no seams), mono [n] or,
     with layout "stereo", [n, 2]. Raises AudioError with the fix for a missing, empty, unreadable or silent
     file; corrupt data after the start ends the stream early with a warning, and so does a WAV cut short."""
@@ -87,7 +87,7 @@ def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
-    short = wav_shortfall(path)
+    short = wav_shortfall(path) if warn else None
     if short is not None:
         log.warning("%s is cut short: its header announces %.1f s, the file holds %.1f s; using those %.1f s "
                     "(the rest of the recording is missing from the file).", path, short[0], short[1], short[1])

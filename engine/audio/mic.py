@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from engine.audio.io import SAMPLE_RATE
-from engine.audio.sources import MAX_RECORD_CHANNELS, AudioFormat, Piece
+from engine.audio.sources import MAX_RECORD_CHANNELS, AudioFormat, Piece, record_format_for
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,9 @@ class MicSource:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             self._in_pts = 0
             if self.record_format is None:
-                self.record_format = AudioFormat(rate, channels)
+                self.record_format = record_format_for(rate, channels)
+            # the device's own samples go to recordings when the recording keeps its format; otherwise (an
+            # unusual rate, or a device back on another format) the recorder stretches the 16 kHz copy
             self._orig_ok = self.record_format == AudioFormat(rate, channels)
             self._orig = np.zeros((0, channels), np.float32)
             self._last_cb = time.monotonic()
@@ -315,8 +317,9 @@ class MicSource:
         if not len(data):
             return
         data = data.astype(np.float32) / 32768.0
-        if self._orig_ok:
-            self._orig = np.concatenate([self._orig, data])
+        with self._lock:  # a reopen (supervisor thread) may have replaced the ring and reset the buffer
+            if self._orig_ok and ring is self._ring and data.shape[1] == self._orig.shape[1]:
+                self._orig = np.concatenate([self._orig, data])
         mono = data.mean(1).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
         if rate == SAMPLE_RATE:
             out = mono
@@ -350,7 +353,8 @@ class MicSource:
                 wait = due - time.monotonic()
                 if wait <= 0:
                     self._out = np.zeros(0, np.float32)
-                    self._orig = self._orig[:0]
+                    with self._lock:
+                        self._orig = self._orig[:0]
                     self.silence_samples += self.piece
                     return self._deliver(np.zeros(self.piece, np.float32), due)
                 time.sleep(min(wait, 0.02))
@@ -362,12 +366,13 @@ class MicSource:
     def _deliver(self, samples: np.ndarray, captured: float) -> Piece:
         original = None
         fmt = self.record_format
-        if fmt is not None and self._orig_ok:  # the same stretch of time in the device's own format
-            n = fmt.position(self._pos + len(samples)) - fmt.position(self._pos)
-            original = np.zeros((n, fmt.channels), np.float32)
-            got = self._orig[:n]
-            original[n - len(got):] = got  # short only at a (re)start: the resampler's delay, as silence first
-            self._orig = self._orig[len(got):]
+        with self._lock:
+            if fmt is not None and self._orig_ok:  # the same stretch of time in the device's own format
+                n = fmt.position(self._pos + len(samples)) - fmt.position(self._pos)
+                original = np.zeros((n, fmt.channels), np.float32)
+                got = self._orig[:n]
+                original[n - len(got):] = got  # short only at a (re)start: the resampler's delay, silence first
+                self._orig = self._orig[len(got):]
         piece = Piece(samples, self._pos, captured, original)
         self._pos += len(samples)
         self._clock = captured

@@ -49,6 +49,14 @@ class AudioFormat:
 
 MAX_RECORD_CHANNELS = 2
 """Recordings keep mono or stereo; sources with more channels are mixed down to stereo."""
+RECORD_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+"""Rates a recording keeps as they are (what AAC encodes; each a whole number of samples per frame at 25 fps).
+Other rates (e.g. 192 kHz studio files) are recorded at 48 kHz."""
+
+
+def record_format_for(rate: int, channels: int) -> AudioFormat:
+    """The format a recording of a `rate` Hz, `channels`-channel source is written in."""
+    return AudioFormat(rate if rate in RECORD_RATES else 48000, max(1, min(channels, MAX_RECORD_CHANNELS)))
 
 
 class AudioSource(Protocol):
@@ -98,7 +106,7 @@ class FileSource:
         first = next(self._it, None)  # a bad file fails here, in the caller, with its message
         self._buf = np.zeros(0, np.float32) if first is None else np.clip(first, -1, 1).astype(np.float32)
         rate, channels, _ = audio_info(self.path)
-        self.record_format = AudioFormat(rate, min(channels, MAX_RECORD_CHANNELS))
+        self.record_format = record_format_for(rate, channels)
         # the file's own audio (its rate, mono or stereo), decoded alongside for recordings
         self._hi_it = self._decode(self.record_format)
         self._hi = np.zeros((0, self.record_format.channels), np.float32)
@@ -112,7 +120,7 @@ class FileSource:
                 yield from iter_audio(self.path)
             else:
                 layout = "stereo" if fmt.channels == 2 else "mono"
-                for block in iter_audio(self.path, fmt.sample_rate, layout):
+                for block in iter_audio(self.path, fmt.sample_rate, layout, warn=False):  # warned once above
                     yield block.reshape(len(block), fmt.channels)
             if not self.loop:
                 return

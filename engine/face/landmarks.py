@@ -57,31 +57,54 @@ def _native_stderr_to_log():
     Its C++ code (absl, TF-Lite) writes to file descriptor 2 directly, where Python's logging cannot
     filter it. While it runs, fd 2 points at a temporary file; afterwards MediaPipe's lines go to the
     log, and anything else written there meanwhile (another thread's console line) goes back to stderr."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
+    with _STDERR_LOCK:
         try:
+            tmp = tempfile.TemporaryFile()
+        except OSError as exc:  # no temporary file (a full /tmp): MediaPipe's lines reach the console
+            log.debug("not capturing native stderr: %s", exc)
+            tmp = None
+        if tmp is None:
             yield
-        finally:
+            return
+        with tmp:
             sys.stderr.flush()
-            # MediaPipe's worker threads may still be writing: wait while the file grows (at most 0.2 s)
-            size, waited = os.fstat(tmp.fileno()).st_size, 0.0
-            while size and waited < 0.2:
-                time.sleep(0.02)
-                waited += 0.02
-                now = os.fstat(tmp.fileno()).st_size
-                if now == size:
-                    break
-                size = now
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            for line in tmp.read().decode("utf-8", "replace").splitlines():
-                if _NATIVE_LOG.match(line):
-                    log.debug("mediapipe: %s", line)
-                elif line:
-                    os.write(2, (line + "\n").encode("utf-8"))
+            saved = os.dup(2)
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                _settle(tmp.fileno())
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                _replay(tmp.read())
+
+
+def _settle(fd: int, limit: float = 0.2) -> None:
+    """MediaPipe's worker threads may still be writing: wait while the file grows (at most `limit` s)."""
+    size, waited = os.fstat(fd).st_size, 0.0
+    while size and waited < limit:
+        time.sleep(0.02)
+        waited += 0.02
+        now = os.fstat(fd).st_size
+        if now == size:
+            return
+        size = now
+
+
+def _replay(data: bytes) -> None:
+    """MediaPipe's lines to the log (DEBUG); everything else back to stderr unchanged (bytes, so a progress
+    bar's carriage returns and cursor codes stay what they were)."""
+    other = []
+    for line in data.splitlines(keepends=True):
+        text = line.decode("utf-8", "replace")
+        if _NATIVE_LOG.match(text):
+            log.debug("mediapipe: %s", text.rstrip())
+        else:
+            other.append(line)
+    if other:
+        os.write(2, b"".join(other))
 
 
 def _starts(n: int, tile: int, step: int) -> list[int]:

@@ -284,12 +284,9 @@ class Pipeline:
             self._stop.set()
         finally:
             if name != "render":
-                q = self._audio_q if name == "source" else self._motion_q
-                lost = self._put(q, _END, final=True)
-                if q is self._motion_q:
-                    self.stats.dropped_frames += sum(len(d[0]) for d in lost)
-                else:
-                    self.stats.dropped_audio += len(lost)
+                # a stream that ended by itself waits for room (nothing is lost); after a stop, what was
+                # still queued is discarded, not counted as dropped
+                self._put(self._audio_q if name == "source" else self._motion_q, _END, final=True)
 
     # -- queues ---------------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item, final: bool = False) -> list:
@@ -322,8 +319,23 @@ class Pipeline:
                     q.put_nowait(old)
                     return dropped
                 dropped.append(old)
-                if q is self._motion_q and item is not _END and item[4] is None and old[4] is not None:
-                    item = (*item[:4], old[4])
+                if q is self._motion_q and old[4] is not None:
+                    item = self._hand_on_swap(q, old[4], item)
+
+    @staticmethod
+    def _hand_on_swap(q: queue.Queue, swap, item):
+        """A dropped motion chunk carried a portrait switch: the next chunk to be drawn takes it (the oldest
+        still queued, else `item`), unless that chunk carries a newer switch, which makes it moot. Returns
+        `item`, changed when it took the switch."""
+        with q.mutex:
+            if q.queue:
+                nxt = q.queue[0]
+                if nxt is not _END and nxt[4] is None:
+                    q.queue[0] = (*nxt[:4], swap)
+                return item
+        if item is not _END and item[4] is None:
+            return (*item[:4], swap)
+        return item
 
     def _get(self, q: queue.Queue):
         while True:

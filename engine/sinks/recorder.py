@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio.sources import AudioFormat
+from engine.audio.sources import RECORD_RATES, AudioFormat
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,9 @@ class RecorderSink:
         self.fps, self.sample_rate, self.channels = fps, sample_rate, channels
         self.format = AudioFormat(sample_rate, channels)
         self.piece = sample_rate // fps
-        if sample_rate % fps:
-            raise RecorderError(f"Cannot record {sample_rate} Hz audio at {fps} fps: a frame must hold a whole "
-                                "number of samples.")
+        if sample_rate not in RECORD_RATES or sample_rate % fps:
+            raise RecorderError(f"Cannot record {sample_rate} Hz audio at {fps} fps (AAC takes "
+                                f"{', '.join(str(r) for r in RECORD_RATES)} Hz, a whole number of samples a frame).")
         self._writer = Mp4Writer(self.path, size, fps, sample_rate, self.crf, self.preset, fragmented=True,
                                  channels=channels)
         self._q = queue.Queue(maxsize=max(8, int(self.queue_seconds * fps * 2)))

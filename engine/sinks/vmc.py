@@ -135,10 +135,11 @@ class VmcSink:
                  len(BLEND_NAMES))
 
     def write_frame(self, frame) -> None:
-        if self._client is None:
+        client = self._client  # close() may run meanwhile (the sink removed from a running pipeline)
+        if client is None:
             return
         try:
-            self._client.send(self.bundle(frame.motion, frame.index / self.fps))
+            client.send(self.bundle(frame.motion, frame.index / self.fps))
             self.sent += 1
         except OSError as exc:  # UDP: a missing receiver (ICMP refused) or a full buffer; the avatar goes on
             self.errors += 1

@@ -161,5 +161,12 @@ def test_live_drop_keeps_a_portrait_switch_and_counts_every_frame(engine, avatar
     dropped = pipe._put(q, chunk(q.maxsize))
     assert [d[0][0] for d in dropped] == [0]
     items = [q.get_nowait() for _ in range(q.qsize())]
-    assert items[-1][4] is marker  # the switch travels with the newest chunk
+    assert items[0][4] is marker and all(it[4] is None for it in items[1:])  # the next chunk drawn switches
     assert [it[0][0] for it in items] == [3 * i for i in range(1, q.maxsize + 1)]
+    # two switches in a row: a dropped older switch is moot when the next chunk carries a newer one
+    older, newer = object(), object()
+    for i in range(q.maxsize):
+        pipe._put(q, chunk(10 + i, older if i == 0 else newer if i == 1 else None))
+    pipe._put(q, chunk(20))
+    items = [q.get_nowait() for _ in range(q.qsize())]
+    assert [it[4] for it in items] == [newer, None, None]

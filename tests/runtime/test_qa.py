@@ -33,9 +33,8 @@ def _talkcam() -> list[str]:
     return [sys.executable, "-m", "engine.cli"]
 
 
-def _stereo_48k(path: Path, seconds: float = 3.0) -> np.ndarray:
-    """48 kHz stereo WAV: 440 Hz on the left, 1000 Hz on the right."""
-    sr = 48000
+def _stereo_48k(path: Path, seconds: float = 3.0, sr: int = 48000) -> np.ndarray:
+    """48 kHz (or `sr`) stereo WAV: 440 Hz on the left, 1000 Hz on the right."""
     t = np.arange(int(sr * seconds)) / sr
     x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 1000 * t)], 1).astype(np.float32)
     with av.open(str(path), "w") as c:
@@ -111,6 +110,18 @@ def test_render_records_48k_stereo_as_48k_stereo(tmp_path, session_cache):
     assert abs(_peak_hz(mid[0], rate) - 440) < 3 and abs(_peak_hz(mid[1], rate) - 1000) < 3  # L and R kept apart
     v, a = _durations(out)
     assert abs(v - 3.0) <= 0.04 and abs(a - v) <= 1 / 25 + 2 * 1024 / 48000
+
+
+def test_a_rate_aac_cannot_take_is_recorded_at_48k(tmp_path, session_cache):
+    """A 192 kHz studio file: AAC has no 192 kHz, so the recording is 48 kHz stereo (it failed before)."""
+    wav = tmp_path / "studio.wav"
+    _stereo_48k(wav, 1.0, sr=192000)
+    out = tmp_path / "studio.mp4"
+    assert main(["render", "--audio", str(wav), "--out", str(out), "--size", "128", "128", "--cache-dir",
+                 str(session_cache)]) == 0
+    rate, channels, x = _audio_of(out)
+    assert (rate, channels) == (48000, 2)
+    assert abs(_peak_hz(x[0, 4800:43200], rate) - 440) < 3 and abs(_peak_hz(x[1, 4800:43200], rate) - 1000) < 3
 
 
 def test_live_recording_keeps_the_sources_own_audio(tmp_path, engine, avatar):

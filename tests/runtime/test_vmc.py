@@ -15,7 +15,15 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from engine import motion as M
 from engine.audio.sources import FileSource
 from engine.cli import main
-from engine.sinks.vmc import BLEND_NAMES, VmcError, VmcSink, blend_values, head_angles, head_quaternion, parse_target
+from engine.sinks.vmc import (
+    BLEND_NAMES,
+    VmcError,
+    VmcSink,
+    blend_values,
+    head_angles,
+    head_quaternion,
+    parse_target,
+)
 
 from .conftest import SAMPLE
 
