@@ -81,15 +81,15 @@ def _native_stderr_to_log():
                 _replay(tmp.read())
 
 
-def _settle(fd: int, limit: float = 0.2) -> None:
-    """MediaPipe's worker threads may still be writing: wait while the file grows (at most `limit` s)."""
-    size, waited = os.fstat(fd).st_size, 0.0
-    while size and waited < limit:
+def _settle(fd: int, limit: float = 0.5, quiet: float = 0.06) -> None:
+    """MediaPipe's worker threads may still be writing: once something was written, wait until the file
+    has not grown for `quiet` s (at most `limit` s)."""
+    size, waited, still = os.fstat(fd).st_size, 0.0, 0.0
+    while size and waited < limit and still < quiet:
         time.sleep(0.02)
         waited += 0.02
         now = os.fstat(fd).st_size
-        if now == size:
-            return
+        still = still + 0.02 if now == size else 0.0
         size = now
 
 
