@@ -318,21 +318,30 @@ class SessionViewModel(QObject):
     def _set_virtualcam(self, on: bool) -> None:
         from engine.sinks.virtualcam import VirtualCamSink
 
-        if on and self.camera is None:
-            portrait = self.pipeline.renderer.rig.frame
-            cam = VirtualCamSink((self.settings.cam_width, self.settings.cam_height), self.settings.cam_fps,
-                                 backend=self.settings.cam_backend, placeholder=portrait)
+        self._toggle_sink(on, "camera", "virtualcam", self.virtualcamChanged, lambda: VirtualCamSink(
+            (self.settings.cam_width, self.settings.cam_height), self.settings.cam_fps,
+            backend=self.settings.cam_backend, placeholder=self.pipeline.renderer.rig.frame))
+
+    def _toggle_sink(self, on: bool, attr: str, setting: str, changed, make):
+        """Attach `make()` to the running pipeline as `self.<attr>`, or detach it; an attach that fails turns
+        the setting off. `changed` says whether the sink is attached; returns the sink newly attached, if any."""
+        current = getattr(self, attr)
+        if on and current is None:
             try:
-                self.pipeline.add_sink(cam)
+                sink = make()
+                self.pipeline.add_sink(sink)
             except Exception:
-                self.settings.virtualcam = False
-                self.virtualcamChanged.emit(False)
+                setattr(self.settings, setting, False)
+                changed.emit(False)
                 raise
-            self.camera = cam
-        elif not on and self.camera is not None:
-            cam, self.camera = self.camera, None
-            self.pipeline.remove_sink(cam)
-        self.virtualcamChanged.emit(self.camera is not None)
+            setattr(self, attr, sink)
+            changed.emit(True)
+            return sink
+        if not on and current is not None:
+            setattr(self, attr, None)
+            self.pipeline.remove_sink(current)
+        changed.emit(getattr(self, attr) is not None)
+        return None
 
     # -- VTuber output (VMC) --------------------------------------------------------------------
     def set_vmc(self, on: bool, target: str | None = None) -> None:
@@ -348,20 +357,9 @@ class SessionViewModel(QObject):
     def _set_vmc(self, on: bool) -> None:
         from engine.sinks.vmc import VmcSink
 
-        if on and self.vmc is None:
-            try:
-                sink = VmcSink(self.settings.vmc_target)
-                self.pipeline.add_sink(sink)
-            except Exception:
-                self.settings.vmc = False
-                self.vmcChanged.emit(False)
-                raise
-            self.vmc = sink
+        sink = self._toggle_sink(on, "vmc", "vmc", self.vmcChanged, lambda: VmcSink(self.settings.vmc_target))
+        if sink is not None:
             self.message.emit(f"VMC: sending to {sink.host}:{sink.port}")
-        elif not on and self.vmc is not None:
-            sink, self.vmc = self.vmc, None
-            self.pipeline.remove_sink(sink)
-        self.vmcChanged.emit(self.vmc is not None)
 
     # -- recording ------------------------------------------------------------------------------
     def recording_path(self) -> Path:

@@ -180,8 +180,7 @@ class Live:
         if gui and (self.vmc is not None or self.record is not None or self.virtualcam):
             raise ValueError("--vmc, --record and --virtualcam are for --no-gui; in the window use its VTuber (VMC), "
                              "Record and Virtual webcam controls (add --no-gui to run them from the command line).")
-        if not self.no_gui and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform
-                                in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
+        if gui:
             from app.main import run_app
 
             return run_app(self.audio, self.portrait, self.settings_file, self.common.avatar_cache(),
@@ -222,7 +221,7 @@ class Live:
                 raise s.error
         if recorder is not None and recorder.error is not None:  # said when it happened; the outcome here
             log.error("The recording %s stopped early: it plays its first %.1f s.", self.record,
-                      recorder.frames_written / 25)
+                      recorder.frames_written / recorder.fps)
             return 1
         return 0
 

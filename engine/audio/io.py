@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -58,18 +59,25 @@ def wav_shortfall(path: Path | str) -> tuple[float, float] | None:
         return None
 
 
-def audio_info(path: Path | str) -> tuple[int, int, float | None]:
-    """(sample rate, channels, duration in seconds or None) of the first audio track of `path`."""
+def _open(path: Path | str):
+    """The container of `path`, which has an audio track; AudioError with the fix otherwise."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path} has no audio track. Give the sound separately (e.g. --audio speech.wav).")
-            st = container.streams.audio[0]
-            duration = (float(st.duration * st.time_base) if st.duration is not None and st.time_base is not None
-                        else (container.duration / 1e6 if container.duration else None))
-            return int(st.rate or st.codec_context.sample_rate), int(st.codec_context.channels or 1), duration
+        container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(f"{path} has no audio track. Give the sound separately (e.g. --audio speech.wav).")
+    return container
+
+
+def audio_info(path: Path | str) -> tuple[int, int, float | None]:
+    """(sample rate, channels, duration in seconds or None) of the first audio track of `path`."""
+    with _open(path) as container:
+        st = container.streams.audio[0]
+        duration = (float(st.duration * st.time_base) if st.duration is not None and st.time_base is not None
+                    else (container.duration / 1e6 if container.duration else None))
+        return int(st.rate or st.codec_context.sample_rate), int(st.codec_context.channels or 1), duration
 
 
 def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "mono", warn: bool = True):
@@ -83,30 +91,21 @@ def iter_audio(path: Path | str, sample_rate: int = SAMPLE_RATE, layout: str = "
         raise AudioError(f"{path} is a folder; give an audio or video file.")
     if path.stat().st_size == 0:
         raise AudioError(f"Audio file {path} is empty (0 bytes).")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise AudioError(f"Cannot read {path} as audio ({exc}). Use WAV, MP3, FLAC, OGG or a video with sound.") from exc
+    container = _open(path)
     short = wav_shortfall(path) if warn else None
     if short is not None:
         log.warning("%s is cut short: its header announces %.1f s, the file holds %.1f s; using those %.1f s "
                     "(the rest of the recording is missing from the file).", path, short[0], short[1], short[1])
-    channels = 2 if layout == "stereo" else 1
+    shape = (-1, 2) if layout == "stereo" else (-1,)  # packed frames: [n] mono, [n, 2] stereo
     total = 0
     with container:
-        if not container.streams.audio:
-            raise AudioError(f"{path} has no audio track. Give the sound separately (e.g. --audio speech.wav).")
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sample_rate)
         try:
-            for frame in container.decode(audio=0):
+            for frame in itertools.chain(container.decode(audio=0), [None]):  # None flushes the resampler
                 for out in resampler.resample(frame):
-                    a = out.to_ndarray().reshape(-1, channels) if channels > 1 else out.to_ndarray().reshape(-1)
+                    a = out.to_ndarray().reshape(shape)
                     total += len(a)
                     yield a
-            for out in resampler.resample(None):
-                a = out.to_ndarray().reshape(-1, channels) if channels > 1 else out.to_ndarray().reshape(-1)
-                total += len(a)
-                yield a
         except av.error.FFmpegError as exc:
             if not total:
                 raise AudioError(f"{path}: the audio data is corrupt ({exc}).") from exc

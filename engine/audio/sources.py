@@ -93,6 +93,8 @@ class FileSource:
         self._hi_it: Iterator[np.ndarray] | None = None
         self._opened = False
         self.record_format = AudioFormat()
+        self.duration: float | None = None
+        """Seconds of audio the file announces (known after `open`; None when it does not say)."""
         self._hi = np.zeros((0, 1), np.float32)
         self._hi_pos = 0  # position in the original format of the first sample in _hi
         self._buf = np.zeros(0, np.float32)
@@ -105,7 +107,7 @@ class FileSource:
         self._it = self._decode()
         first = next(self._it, None)  # a bad file fails here, in the caller, with its message
         self._buf = np.zeros(0, np.float32) if first is None else np.clip(first, -1, 1).astype(np.float32)
-        rate, channels, _ = audio_info(self.path)
+        rate, channels, self.duration = audio_info(self.path)
         self.record_format = record_format_for(rate, channels)
         # the file's own audio (its rate, mono or stereo), decoded alongside for recordings
         self._hi_it = self._decode(self.record_format)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.io import audio_info
 from engine.audio.sources import FileSource
 from engine.render.renderer import RendererConfig
 from engine.runtime.live import FPS, PIECE, AvatarEngine
@@ -65,7 +64,7 @@ def render_file(audio_path: Path, portrait: Path, out: Path, session: SessionCon
     source.open()  # bad files fail here, before any model is loaded
     source.close()
     check_output(out, (audio_path, portrait, student_dir), overwrite)  # and a bad output path
-    total = audio_info(audio_path)[2] or 0.0
+    total = source.duration or 0.0
     if max_seconds > 0:
         total = min(total, max_seconds) if total else max_seconds
     engine = AvatarEngine(render, session, student_dir, style, cache_dir, require_skin)

@@ -211,7 +211,7 @@ class RecorderSink:
         import queue
         import threading
 
-        self.fps, self.sample_rate, self.channels = fps, sample_rate, channels
+        self.fps, self.sample_rate = fps, sample_rate
         self.format = AudioFormat(sample_rate, channels)
         self.piece = sample_rate // fps
         if sample_rate not in RECORD_RATES or sample_rate % fps:
@@ -230,7 +230,7 @@ class RecorderSink:
     def write_audio(self, piece) -> None:
         """The piece's own audio (`original`), else its 16 kHz copy brought to the recording's rate."""
         start = self.format.position(piece.start)
-        if piece.original is not None and piece.original.shape[1] == self.channels:
+        if piece.original is not None and piece.original.shape[1] == self.format.channels:
             samples = piece.original
         else:
             n = self.format.position(piece.start + len(piece.samples)) - start
