@@ -82,7 +82,10 @@ class Renderer(nn.Module):
         eye_px_r: torch.Tensor,  # [Hr, Wr, 2]
         eye_ref: torch.Tensor,  # [2, Pe, 2] eye-opening polygons (subject's left, right)
         eye_basis: torch.Tensor,  # [2, Pe, 2, DIM]
-        colors: torch.Tensor,  # [3, 3] mouth cavity, teeth, eyelid skin
+        colors: torch.Tensor,  # [N_COLORS, 3] mouth and eyelid colours, and the paint parameters (`Paint`)
+        teeth_ref: torch.Tensor,  # [2, 3, 2] upper / lower teeth frame: centre, image-left end, image-right end
+        teeth_basis: torch.Tensor,  # [2, 3, 2, DIM]
+        mouth_grain: torch.Tensor,  # [Hm, Wm] the portrait's grain, for the painted pixels
         motion: torch.Tensor,  # [B, DIM]
     ) -> torch.Tensor:  # [B, 3, Rh, Rw]
         b = motion.shape[0]
@@ -123,10 +126,12 @@ class Renderer(nn.Module):
         height = lambda q: q[..., 1].amax(-1) - q[..., 1].amin(-1)  # noqa: E731
         growth = (height(poly) - height(mouth_ref)).clamp(min=0.0).view(b, 1)  # px the mouth opened by
         ext = growth.clamp(max=1.0)  # grow the painted opening by up to 1 px: covers the stretched lip line
-        keep = torch.exp(-growth / 2.0)  # the portrait's own (stretched) mouth gap fades as the mouth opens
+        own = colors[Paint.PARAMS, 2]  # 1 when the portrait shows its own teeth: its opening is always kept
+        keep = own + (1.0 - own) * torch.exp(-growth / 2.0)  # else the portrait's own gap fades as it opens
         in_dst, d_up, d_lo = _inside_box(poly, mouth_px, ext)
         idx = _flat_index(mouth_px, rw)
-        paint = _mouth_colour(poly, mouth_px.reshape(-1, 2), d_up, d_lo, colors)  # [B, 3, Km]
+        teeth = teeth_ref.unsqueeze(0) + torch.einsum("kpcm,bm->bkpc", teeth_basis, motion)  # [B, 2, 3, 2]
+        paint = _mouth_interior(mouth_px.reshape(-1, 2), d_up, d_lo, teeth, colors, mouth_grain.reshape(1, 1, -1))
         flat = _composite(flat, idx, paint, (in_dst - keep * _at(masks, grid_flat, idx)[:, 0]).clamp(min=0.0))
         # eyes: paint eyelid skin where the source pixel was eyeball but the lids now cover it
         zero = torch.zeros(b, 1, dtype=src.dtype, device=src.device)
@@ -136,7 +141,7 @@ class Renderer(nn.Module):
             idx = _flat_index(box, rw)
             cover = (_at(masks, grid_flat, idx)[:, 1] - in_lid).clamp(min=0.0)
             lash = torch.exp(-0.5 * (d_up / 1.2) ** 2)  # dark line along the lid edge
-            paint = colors[2].view(1, 3, 1) * (0.92 - 0.55 * lash).unsqueeze(1)  # lids are a shade darker
+            paint = colors[Paint.EYELID].view(1, 3, 1) * (0.92 - 0.55 * lash).unsqueeze(1)  # lids: a shade darker
             flat = _composite(flat, idx, paint, cover)
         return flat.reshape(b, 3, rh, rw)
 
@@ -218,22 +223,86 @@ def _inside(poly: torch.Tensor, pts: torch.Tensor, ext: torch.Tensor):
     return signed + ext, d_up, d_lo
 
 
-def _mouth_colour(poly: torch.Tensor, pix: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
-                  colors: torch.Tensor) -> torch.Tensor:
-    """Cavity with upper and lower teeth along the lips -> [B, 3, K]."""
-    n_up = poly.shape[1] // 2 + 1
-    corner_r, corner_l = poly[:, 0], poly[:, n_up - 1]  # [B, 2]
-    width = torch.sqrt(((corner_l - corner_r) ** 2).sum(-1) + 1e-6).unsqueeze(-1)  # [B, 1]
-    center_x = ((corner_l[:, 0] + corner_r[:, 0]) * 0.5).unsqueeze(-1)
-    lateral = (1.0 - ((pix[:, 0].unsqueeze(0) - center_x).abs() / (0.42 * width))).clamp(0.0, 1.0).sqrt()
-    teeth_up = torch.sigmoid((0.11 * width - d_up) / 0.8) * lateral
-    teeth_lo = torch.sigmoid((0.06 * width - d_lo) / 0.8) * lateral * 0.8
-    gap = (d_up + d_lo).clamp(min=1e-3)
-    depth = 1.0 - 4.0 * (d_up / gap) * (d_lo / gap)  # 1 at the lips, 0 mid-mouth: darker inside
-    cavity = colors[0].view(1, 3, 1) * (0.55 + 0.45 * depth.clamp(0.0, 1.0)).unsqueeze(1)
-    tw = (teeth_up + teeth_lo).clamp(0.0, 1.0).unsqueeze(1)
-    shade = (1.0 - 0.25 * teeth_lo / (teeth_up + teeth_lo + 1e-3)).unsqueeze(1)
-    return cavity * (1.0 - tw) + colors[1].view(1, 3, 1) * shade * tw
+class Paint:
+    """Rows of the renderer's `colors` input."""
+
+    CAVITY, TEETH, EYELID, GUM, TONGUE, WET, PARAMS = range(7)
+    """The mouth's dark back, teeth, eyelid skin, gums, tongue, the wet inside of the lips (colours, 0..1),
+    and the paint parameters: edge softness in pixels, unused, 1 when the portrait shows its own teeth."""
+    COUNT = 7
+
+
+# Teeth along the dental arch, seen from the front: the boundaries between neighbouring teeth as a share
+# of the visible arch's half width (sine of the angle round the arch; central incisor, lateral incisor,
+# canine and first premolar crown widths 8.5/6.5/7.5/7.0 mm upper, 5.4/5.9/6.9/7.0 mm lower).
+_UPPER_WIDTHS = np.array([8.5, 6.5, 7.5, 7.0, 7.0])
+_LOWER_WIDTHS = np.array([5.4, 5.9, 6.9, 7.0, 7.0])
+
+
+def _gaps(widths: np.ndarray) -> tuple[float, ...]:
+    s = np.cumsum(widths)[:-1] / widths.sum()
+    g = np.sin(0.5 * np.pi * s)
+    return (0.0, *g.tolist(), *(-g).tolist())
+
+
+UPPER_GAPS, LOWER_GAPS = _gaps(_UPPER_WIDTHS), _gaps(_LOWER_WIDTHS)
+
+
+def _arch(pts: torch.Tensor, pix: torch.Tensor):
+    """Pixel coordinates in a teeth frame pts [B, 3, 2] (centre, image-left end, image-right end): a along
+    the arch (-1..1 at its ends), b across it in pixels (+ = toward the chin), and the half width [B, 1]."""
+    axis = pts[:, 2] - pts[:, 1]
+    hw = 0.5 * torch.sqrt((axis ** 2).sum(-1, keepdim=True) + 1e-6)  # [B, 1]
+    ux, uy = (axis[:, 0:1] / (2 * hw)), (axis[:, 1:2] / (2 * hw))
+    rx = pix[:, 0].unsqueeze(0) - pts[:, 0, 0:1]
+    ry = pix[:, 1].unsqueeze(0) - pts[:, 0, 1:2]
+    return (rx * ux + ry * uy) / hw, ry * ux - rx * uy, hw
+
+
+def _teeth_row(a, b, hw, gaps: tuple[float, ...], side: float, curve: float, crown: float, soft):
+    """One row of teeth in its frame: coverage (1 on a tooth or its gum), crown (1 on the tooth, 0 on the
+    gum), the dark line between teeth, and the distance from the biting edge in pixels. side = +1 for the
+    upper row (teeth above the edge), -1 for the lower."""
+    bounds = torch.tensor(gaps, dtype=a.dtype, device=a.device)
+    d = (a.unsqueeze(-1) - bounds).abs().amin(-1) * hw  # pixels to the nearest gap between teeth
+    r = 0.07 * hw
+    notch = r * torch.exp(-((d / r) ** 2))  # rounded corners: the edge recedes at each gap
+    edge = -side * curve * hw * a * a  # the biting edge curves toward the gums at the sides
+    depth = side * (edge - b) - notch  # > 0 on the tooth side of the edge
+    cover = torch.sigmoid(depth / soft) * torch.sigmoid((1.0 - a.abs()) * hw / soft)
+    on_crown = torch.sigmoid((crown * hw - depth) / soft)
+    line = torch.exp(-((d / (0.35 + 0.008 * hw)) ** 2)) * torch.sigmoid(depth / soft)
+    return cover, on_crown, line, depth
+
+
+def _mouth_interior(pix: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, teeth: torch.Tensor,
+                    colors: torch.Tensor, grain: torch.Tensor) -> torch.Tensor:
+    """The inside of an open mouth at pixels pix [K, 2] -> [B, 3, K].
+
+    Back to front: the dark cavity (lighter and wetter toward the lips), the tongue (on the jaw, darker
+    toward the back), the lower teeth and gums (on the jaw), the upper teeth and gums (fixed to the skull),
+    then the upper lip's shadow and the portrait's grain. The lips are drawn over all of it by the caller's
+    mask: they only cover or reveal."""
+    col = lambda i: colors[i].view(1, 3, 1)  # noqa: E731
+    soft = colors[Paint.PARAMS, 0].clamp(min=0.3)
+    au, bu, hw = _arch(teeth[:, 0], pix)
+    al, bl, hwl = _arch(teeth[:, 1], pix)
+    near = torch.exp(-torch.minimum(d_up, d_lo) / (0.08 * hw))
+    out = col(Paint.CAVITY) + (col(Paint.WET) - col(Paint.CAVITY)) * (0.7 * near).unsqueeze(1)
+    top = -0.35 * hwl + 0.7 * hwl * al * al  # the tongue's outline: it rises behind the lower teeth
+    tongue = torch.sigmoid((bl - top) / (soft + 0.04 * hwl)) * torch.sigmoid((0.8 - al.abs()) * hwl / soft)
+    shade = 0.7 + 0.3 * ((bl - top) / (0.25 * hwl)).clamp(0.0, 1.0)
+    out = out + tongue.unsqueeze(1) * (col(Paint.TONGUE) * shade.unsqueeze(1) - out)
+    for a, b, h, gaps, side, curve, crown, dim in ((al, bl, hwl, LOWER_GAPS, -1.0, 0.06, 0.30, 0.8),
+                                                   (au, bu, hw, UPPER_GAPS, 1.0, 0.10, 0.48, 1.0)):
+        cover, on_crown, line, depth = _teeth_row(a, b, h, gaps, side, curve, crown, soft)
+        light = dim * (1.0 - 0.55 * a * a).clamp(min=0.2) * (1.0 - 0.3 * line) * (1.0 - 0.12 * torch.exp(-depth.clamp(min=0) / (0.05 * h)))
+        tooth = col(Paint.TEETH) * light.unsqueeze(1)
+        paint = col(Paint.GUM) * (dim * (1.0 - 0.4 * a * a).clamp(min=0.2)).unsqueeze(1)
+        paint = paint + on_crown.unsqueeze(1) * (tooth - paint)
+        out = out + cover.unsqueeze(1) * (paint - out)
+    shadow = 1.0 - 0.25 * torch.exp(-d_up / (0.05 * hw))  # under the upper lip
+    return out * shadow.unsqueeze(1) + grain
 
 
 @dataclass
@@ -250,7 +319,10 @@ class AvatarRig:
     eye_boxes: tuple[tuple[int, int, int, int], tuple[int, int, int, int]]  # subject's left, right
     eye_ref: np.ndarray  # [2, Pe, 2]
     eye_basis: np.ndarray  # [2, Pe, 2, DIM]
-    colors: np.ndarray  # [3, 3]
+    colors: np.ndarray  # [Paint.COUNT, 3]
+    teeth_ref: np.ndarray  # [2, 3, 2] region pixels
+    teeth_basis: np.ndarray  # [2, 3, 2, DIM]
+    grain: np.ndarray  # [Hm, Wm] the portrait's grain over the mouth box (0..1 units)
     basis: M.MotionBasis
 
     @classmethod
@@ -318,19 +390,24 @@ class AvatarRig:
         eye_ref = np.stack([lm[i, :2] - origin for i in eye_idx])
         eye_basis = np.stack([basis.basis[i, :2, :] for i in eye_idx])
         eye_boxes = tuple(_reach(reach, i, rh, rw, margin=2.0) for i in eye_idx)
-        colors = _feature_colors(frame, lm)
+        upscale = _upscale(framed)
+        colors = _feature_colors(frame, lm, upscale)
+        teeth_ref, teeth_basis = _teeth_frames(lm, basis)
+        mx0, my0, mx1, my1 = mouth_box
+        grain = _grain(frame, lm, (my1 - my0, mx1 - mx0), upscale)
         return cls(frame=frame, box=(x0, y0, x1, y1), flow_basis=flow.astype(np.float32),
                    jac_basis=jac.astype(np.float32), mouth_box=mouth_box, mouth_ref=mouth_ref.astype(np.float32),
                    mouth_basis=mouth_basis.astype(np.float32), eye_boxes=eye_boxes,
                    eye_ref=eye_ref.astype(np.float32), eye_basis=eye_basis.astype(np.float32), colors=colors,
-                   basis=basis)
+                   teeth_ref=(teeth_ref - origin).astype(np.float32), teeth_basis=teeth_basis, grain=grain, basis=basis)
 
     def tensors(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         x0, y0, x1, y1 = self.box
         src = torch.from_numpy(np.ascontiguousarray(self.frame[y0:y1, x0:x1])).permute(2, 0, 1)[None]
         arrays = {"flow_basis": self.flow_basis, "jac_basis": self.jac_basis, "mouth_ref": self.mouth_ref,
                   "mouth_basis": self.mouth_basis, "eye_ref": self.eye_ref, "eye_basis": self.eye_basis,
-                  "colors": self.colors}
+                  "colors": self.colors, "teeth_ref": self.teeth_ref, "teeth_basis": self.teeth_basis,
+                  "mouth_grain": self.grain}
         out = {"src": (src.to(dtype) / 255.0).to(device)}
         out.update({k: torch.from_numpy(v).to(device=device, dtype=dtype) for k, v in arrays.items()})
         boxes = [_box_pixels(bx, dtype) for bx in (self.mouth_box, *self.eye_boxes)]
@@ -381,19 +458,72 @@ def _reach(reach: np.ndarray, idx: list[int], rh: int, rw: int, margin: float) -
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def _feature_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """Cavity, teeth and eyelid colours matched to the portrait (a painting gets painted teeth)."""
+# Inside a real open mouth, relative to the cheek's colour (per channel, sRGB), measured on the open-mouth
+# frames of the real training speakers (docs/mouth.md): teeth are 1.12x the skin's luminance (their hue
+# varies with each video's white balance, so they get an ivory white), the back of the mouth is dark and
+# reddish brown, the wet inside of the lips and the tongue a darker, redder skin tone. SKIN_CHROMA is those cheeks' median
+# saturation ((max - min) / max).
+TEETH_LUMA = 1.12
+IVORY = np.array([1.0, 0.97, 0.89], np.float32)
+CAVITY_RATIO = np.array([0.30, 0.18, 0.22], np.float32)
+WET_RATIO = np.array([0.62, 0.45, 0.46], np.float32)
+TONGUE_RATIO = np.array([0.80, 0.50, 0.50], np.float32)
+SKIN_CHROMA = 0.44
+
+
+def _cheek_skin(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Median cheek colour (0..1) below the eyes, beside the nose."""
     import cv2
 
+    d = float(np.linalg.norm(lm[468, :2] - lm[473, :2]))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    for i in (205, 425):
+        cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), max(1, int(round(0.13 * d))), 1, -1)
+    px = frame[mask.astype(bool)].astype(np.float32) / 255.0
+    return np.median(px, axis=0) if len(px) else np.array([0.75, 0.6, 0.5], np.float32)
+
+
+def _own_teeth(frame: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarray | None:
+    """The portrait's own teeth colour (0..1) when its open mouth shows at least 30 teeth pixels."""
+    import cv2
+
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(lm[list(T.inner_mouth_polygon()), :2]).astype(np.int32)], 1)
+    px = frame[mask.astype(bool)].astype(np.float32) / 255.0
+    if len(px) < 30:
+        return None
+    lum = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    teeth = px[(lum >= 0.45 * float(skin @ np.array([0.299, 0.587, 0.114]))) & (np.ptp(px, axis=1) <= 0.3 * lum + 0.025)]
+    if len(teeth) < 30:
+        return None
+    t_lum = teeth @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.median(teeth[t_lum >= np.median(t_lum)], axis=0)  # the lit half: the shade is painted
+
+
+def _feature_colors(frame: np.ndarray, lm: np.ndarray, upscale: float = 1.0) -> np.ndarray:
+    """The mouth's colours matched to the portrait: real mouths' colours relative to the skin, applied to
+    this portrait's skin, and only as saturated as the portrait is (a black-and-white photo gets grey teeth,
+    a sepia painting sepia ones); its own teeth where it shows them. Plus the eyelid skin and the paint
+    parameters (`Paint`)."""
+    import cv2
+
+    skin = _cheek_skin(frame, lm)
+    chroma = float(np.ptp(skin) / max(skin.max(), 1e-3))
+    colourful = float(np.clip(chroma / SKIN_CHROMA, 0.0, 1.0))
+    grey = lambda c: float(c @ np.array([0.299, 0.587, 0.114]))  # noqa: E731
+    toned = lambda c: np.clip(grey(c) + colourful * (c - grey(c)), 0.0, 1.0)  # noqa: E731
     lips = np.zeros(frame.shape[:2], np.uint8)
     outer = T.LIPS_OUTER_UPPER + tuple(reversed(T.LIPS_OUTER_LOWER[1:-1]))
     cv2.fillPoly(lips, [np.round(lm[list(outer), :2]).astype(np.int32)], 1)
     cv2.fillPoly(lips, [np.round(lm[list(T.inner_mouth_polygon()), :2]).astype(np.int32)], 0)
     px = frame[lips.astype(bool)].astype(np.float32) / 255.0
-    lip = px.mean(0) if len(px) else np.array([0.6, 0.35, 0.35], np.float32)
-    cavity = np.clip(lip * 0.28 + np.array([0.02, 0.0, 0.0]), 0, 1)
-    tint = lip / max(lip.max(), 1e-3)
-    teeth = np.clip(0.80 * np.array([0.93, 0.90, 0.84]) + 0.12 * tint, 0, 1)
+    lip = px.mean(0) if len(px) else skin * np.array([1.0, 0.8, 0.8], np.float32)
+    own = _own_teeth(frame, lm, skin)
+    teeth = own if own is not None else toned(np.minimum(TEETH_LUMA * grey(skin) * IVORY / grey(IVORY), 0.92))
+    cavity = toned(skin * CAVITY_RATIO)
+    wet = toned(skin * WET_RATIO)
+    tongue = toned(skin * TONGUE_RATIO)
+    gum = toned(lip * np.array([1.0, 0.78, 0.80], np.float32))
     # eyelid: the skin between the upper lid and the brow, just above the eye
     lid_pts = []
     for upper, brow in ((T.EYE_L_UPPER, T.BROW_L_LOWER), (T.EYE_R_UPPER, T.BROW_R_LOWER)):
@@ -406,7 +536,62 @@ def _feature_colors(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
     lid_pts[:, 0] = np.clip(lid_pts[:, 0], 0, w - 1)
     lid_pts[:, 1] = np.clip(lid_pts[:, 1], 0, h - 1)
     lid = np.median(frame[lid_pts[:, 1], lid_pts[:, 0]].astype(np.float32) / 255.0, axis=0)
-    return np.stack([cavity, teeth, lid]).astype(np.float32)
+    params = np.array([0.6 * max(1.0, upscale), 0.0, 1.0 if own is not None else 0.0], np.float32)
+    rows = [None] * Paint.COUNT
+    rows[Paint.CAVITY], rows[Paint.TEETH], rows[Paint.EYELID], rows[Paint.GUM] = cavity, teeth, lid, gum
+    rows[Paint.TONGUE], rows[Paint.WET], rows[Paint.PARAMS] = tongue, wet, params
+    return np.stack(rows).astype(np.float32)
+
+
+def _upscale(framed: FramedAvatar) -> float:
+    """How much the framing enlarged the portrait's face (1 when it was shrunk or kept): painted edges are
+    made as soft as the enlarged photo's."""
+    src, dst = framed.avatar.landmarks, framed.landmarks
+    a = float(np.linalg.norm(src[468, :2] - src[473, :2]))
+    b = float(np.linalg.norm(dst[468, :2] - dst[473, :2]))
+    return max(1.0, b / max(a, 1e-6))
+
+
+def _grain(frame: np.ndarray, lm: np.ndarray, shape: tuple[int, int], upscale: float) -> np.ndarray:
+    """A fixed grain image [H, W] (0..1 units) with the portrait's own noise level and grain size, measured
+    on the cheeks: painted pixels get the same texture as the photo around them (fixed: no flicker)."""
+    import cv2
+
+    d = float(np.linalg.norm(lm[468, :2] - lm[473, :2]))
+    grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+    resid = grey - cv2.GaussianBlur(grey, (0, 0), 1.0)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    for i in (205, 425):
+        cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), max(1, int(round(0.13 * d))), 1, -1)
+    r = resid[mask.astype(bool)]
+    level = float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else 0.0
+    noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    if upscale > 1.0:
+        noise = cv2.GaussianBlur(noise, (0, 0), 0.5 * upscale)
+        noise /= max(float(noise.std()), 1e-6)
+    return (min(level, 0.05) * noise).astype(np.float32)
+
+
+def _teeth_frames(lm: np.ndarray, basis: M.MotionBasis) -> tuple[np.ndarray, np.ndarray]:
+    """The upper and lower rows of teeth as frames (centre, image-left end, image-right end; frame pixels)
+    and their motion basis [2, 3, 2, DIM]. The upper row moves with the head only (it is fixed to the
+    skull); the lower row with the head and the jaw (0.85 of the lower lip's drop: the teeth sit nearer the
+    jaw's hinge). At rest the upper biting edge is 0.07 interocular distances below the upper lip, and the
+    lower edge just behind it."""
+    d = float(np.linalg.norm(lm[468, :2] - lm[473, :2]))
+    ic_r, ic_l = lm[T.INNER_CORNER_R, :2], lm[T.INNER_CORNER_L, :2]
+    u = (ic_l - ic_r) / max(float(np.linalg.norm(ic_l - ic_r)), 1e-6)
+    v = np.array([-u[1], u[0]])  # toward the chin
+    half = float(np.clip(0.45 * np.linalg.norm(ic_l - ic_r), 0.26 * d, 0.40 * d))
+    centre_u = lm[13, :2] + 0.07 * d * v
+    centre_l = centre_u - 0.025 * d * v
+    rows = np.stack([np.stack([centre_u, centre_u - half * u, centre_u + half * u]),
+                     np.stack([centre_l, centre_l - 0.86 * half * u, centre_l + 0.86 * half * u])])  # [2, 3, 2]
+    z = np.full((3, 1), lm[13, 2])
+    bases = np.stack([basis.pose_basis_for(np.concatenate([rows[k], z], 1))[:, :2, :] for k in range(2)])
+    jaw = M.index("jawOpen")
+    bases[1, :, :, jaw] += 0.85 * basis.basis[14, :2, jaw]
+    return rows.astype(np.float32), bases.astype(np.float32)
 
 
 class AvatarRenderer:

@@ -12,7 +12,8 @@ from engine.render.renderer import AvatarRenderer
 log = logging.getLogger(__name__)
 
 RENDERER_INPUTS = ("src", "flow_basis", "jac_basis", "src_masks", "mouth_px", "mouth_ref", "mouth_basis",
-                   "eye_px_l", "eye_px_r", "eye_ref", "eye_basis", "colors", "motion")
+                   "eye_px_l", "eye_px_r", "eye_ref", "eye_basis", "colors", "teeth_ref", "teeth_basis",
+                   "mouth_grain", "motion")
 
 
 def export_renderer(renderer: AvatarRenderer, path: Path, batch: int = 1) -> Path:
