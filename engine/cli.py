@@ -790,6 +790,66 @@ def _check_size(size: tuple[int, int]) -> None:
         raise ValueError(f"--size {w} {h} is out of range: width 64-1920, height 64-1080.")
 
 
+@dataclass
+class EvalRealism:
+    """Does an open mouth look real? Renders held-out portraits speaking held-out real speech (with and without
+    the refiner), re-measures every frame with the face mesh, and scores them against held-out real speakers:
+    a realism judge (leave-one-source-out accuracy, 50% = indistinguishable), inner-mouth colour and detail,
+    teeth share, skin detail around the mouth, flicker and identity (engine/eval/realism.py)."""
+
+    out: Path = Path("report/realism")
+    shared: Path = Path("../shared/data")
+    """The shared media folder (portraits/, real/)."""
+    portraits: tuple[str, ...] = ("happy.png", "sad.png", "gray:happy.png", "art_8.png", "monalisa.png", "art_1.png",
+                                  "lp_s42.jpg")
+    """Portraits (paths, or names in SHARED/portraits); gray:NAME uses a black-and-white copy."""
+    photos: tuple[str, ...] = ("happy", "sad", "happy_gray", "lp_s42")
+    """Which portraits (by stem) are photographs, for the photo-only detail figure."""
+    compare: tuple[str, ...] = ()
+    """NAME=DIR: renders made by another version (PORTRAIT__CLIP.mp4 files, same portraits and audio)."""
+    render: bool = True
+    """Render the working code's variants (with and without the refiner) into OUT/renders."""
+    max_seconds: float = 8.0
+    """Seconds of each held-out clip's speech that the portraits speak."""
+    judge_steps: Annotated[int, Range(10, 5000)] = 300
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.data.real import HELDOUT
+        from engine.eval.realism import realism
+
+        real = [self.shared / "real" / h for h in HELDOUT]
+        missing = [p for p in real if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"Held-out real clips not found: {', '.join(map(str, missing))} (--shared)")
+        audio = [p for p in real if "noisy" not in p.stem and "dfdc" not in p.stem]
+        portraits = [_realism_portrait(p, self.shared / "portraits", self.out / "portraits") for p in self.portraits]
+        compare = dict(c.split("=", 1) for c in self.compare)
+        res = realism(real, portraits, audio, self.out, {k: Path(v) for k, v in compare.items()}, self.render,
+                      self.max_seconds, judge_steps=self.judge_steps, photos=self.photos)
+        log.info("Report: %s\n%s", self.out / "realism.md", res["table"])
+        return 0
+
+
+def _realism_portrait(spec: str, root: Path, work: Path) -> Path:
+    """A portrait path from NAME, PATH or gray:NAME (a black-and-white copy written under `work`)."""
+    name = spec[5:] if spec.startswith("gray:") else spec
+    path = Path(name) if Path(name).exists() else root / name
+    if not path.exists():
+        raise FileNotFoundError(f"Portrait {spec} not found (looked for {path})")
+    if not spec.startswith("gray:"):
+        return path
+    import cv2
+
+    work.mkdir(parents=True, exist_ok=True)
+    dest = work / f"{path.stem}_gray.png"
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"{path} cannot be read as an image")
+    cv2.imwrite(str(dest), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+    return dest
+
+
 COMMANDS = {"live": Live, "mics": Mics, "export": Export, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
 GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "real": DataReal, "features": DataFeatures,
                    "refiner": DataRefiner},
@@ -827,7 +887,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging("INFO", None)
         log.error("%s", unknown)
         return 2
-    if argv and argv[0] in GROUPS:
+    if argv[:2] == ["eval", "realism"]:
+        cmd = tyro.cli(EvalRealism, args=argv[2:], prog="talkcam eval realism")
+    elif argv and argv[0] in GROUPS:
         commands, text = GROUPS[argv[0]]
         cmd = tyro.extras.subcommand_cli_from_dict(commands, args=argv[1:], prog=f"talkcam {argv[0]}",
                                                    description=text)

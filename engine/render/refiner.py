@@ -67,10 +67,12 @@ class RefinerNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, motion_dim: int = M.DIM, channels: tuple[int, int, int] = (24, 48, 96),
                  bottleneck_blocks: int = 2, motion_hidden: int = 64, crop_scale: float = 0.6,
-                 feather: float = 0.18, work: int = 128) -> None:
+                 feather: float = 0.18, work: int = 128, gate: float = 0.0) -> None:
         super().__init__()
         # crop_scale, feather, work: the crop geometry the network was trained on (CropConfig) and the side
-        # (pixels, a multiple of 8) it runs at; FrameRefiner resamples other crop sides to it
+        # (pixels, a multiple of 8) it runs at; FrameRefiner resamples other crop sides to it.
+        # gate: the correction is confined to the mouth opening grown by this share of the crop side (the
+        # skin and lips further out keep the portrait's own pixels); 0 = the whole crop (under the feather).
         c1, c2, c3 = channels
         self.stem = nn.Conv2d(IN_CHANNELS * 4, c1, 3, padding=1)  # after pixel-unshuffle(2)
         self.enc1 = ResBlock(c1)
@@ -121,10 +123,23 @@ def feather_window(h: int, w: int, feather: float) -> torch.Tensor:
     return (ramp(h)[:, None] * ramp(w)[None, :])[None, None]
 
 
+def mouth_gate(mask: torch.Tensor, share: float) -> torch.Tensor:
+    """[B, 1, H, W]: 1 on the mouth opening grown by `share` of the crop side, fading to 0 over half as much
+    again; all ones when share is 0 (the whole crop may change)."""
+    if share <= 0:
+        return torch.ones_like(mask)
+    r = max(1, int(round(share * mask.shape[-1])))
+    grown = F.max_pool2d(mask, 2 * r + 1, stride=1, padding=r)
+    k = max(1, r // 2)
+    return F.avg_pool2d(F.max_pool2d(grown, 2 * k + 1, stride=1, padding=k), 2 * k + 1, stride=1, padding=k,
+                        count_include_pad=False)
+
+
 def apply_refiner(net, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
                   motion: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """The refined crop, clamped to 0..1 ([B, 3, H, W])."""
-    return (rendered + window * net(rendered, reference, mask, motion)).clamp(0.0, 1.0)
+    gate = window * mouth_gate(mask, float(getattr(net.config, "gate", 0.0)))
+    return (rendered + gate * net(rendered, reference, mask, motion)).clamp(0.0, 1.0)
 
 
 class CropGeometry:
@@ -221,7 +236,8 @@ class FrameRefiner:
             down = lambda t: F.interpolate(t, size=(w, w), mode="area" if s > w else "bilinear")  # noqa: E731
             delta = self.net(down(rendered), down(reference), down(mask), motion)
             delta = F.interpolate(delta, size=(s, s), mode="bilinear", align_corners=False)
-        return (rendered + self.window * delta).clamp(0.0, 1.0)
+        gate = self.window * mouth_gate(mask, float(getattr(self.net.config, "gate", 0.0)))
+        return (rendered + gate * delta).clamp(0.0, 1.0)
 
     def refine(self, frames: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """frames [B, H, W, 3] uint8 (modified in place and returned), motion [B, DIM]."""

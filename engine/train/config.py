@@ -227,6 +227,19 @@ class RefinerTrainConfig:
     """Start from these weights (a refiner model folder), e.g. to fine-tune with other loss weights."""
     mouth_weight: float = 3.0
     """Extra weight of the pixel losses inside and around the mouth opening."""
+    gate: float = 0.0
+    """Confine the correction to the mouth opening grown by this share of the crop side (0 = the whole crop);
+    stored in the model's config and applied at run time too."""
+    adv_weight: float = 0.0
+    """Weight of the adversarial term: a patch discriminator on the mouth region, real frames against
+    refined renderings, both through DiffAugment (0 = no discriminator)."""
+    fm_weight: float = 2.0
+    """Weight of discriminator feature matching (refined against the real frame, layer by layer)."""
+    temporal_weight: float = 0.0
+    """Weight of the temporal-consistency term: shifting the inputs by 1-2 px must shift the output the same
+    way (a refiner that does not is what flickers on a moving mouth)."""
+    d_lr: float = 2e-4
+    """Discriminator learning rate."""
     augment: bool = True
     """Random colour transforms, blur (soft portraits), mirror (with the motion mirrored) and crop shifts."""
     eval_every: int = 250

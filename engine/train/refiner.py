@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine import motion as M
-from engine.render.refiner import RefinerNet, apply_refiner, feather_window
+from engine.render.refiner import RefinerNet, apply_refiner, feather_window, mouth_gate
 from engine.train.config import RefinerTrainConfig
 from engine.train.loop import (
     jsonable,
@@ -160,6 +161,96 @@ class PairBatches:
         return imgs[0], imgs[1], imgs[2], mask, motion
 
 
+class MouthDiscriminator(nn.Module):
+    """Patch discriminator on the refiner's crop: image [B, 3, H, W] in 0..1 and the mouth mask [B, 1, H, W]
+    -> logits [B, 1, H/8, W/8] (one per 8x8 patch, about 22 px of receptive field per side) and the
+    features of each level (for feature matching). Spectral norm keeps it stable on small data."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        w = width
+        self.levels = nn.ModuleList([
+            nn.Sequential(sn(nn.Conv2d(4, w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+            nn.Sequential(sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1)), nn.LeakyReLU(0.2)),
+        ])
+        self.head = sn(nn.Conv2d(4 * w, 1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = torch.cat([image * 2.0 - 1.0, mask], dim=1)
+        feats = []
+        for level in self.levels:
+            h = level(h)
+            feats.append(h)
+        return self.head(h), feats
+
+
+def diff_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """DiffAugment (Zhao et al. 2020) on [B, C, H, W] (RGB then the mask): colour (brightness, saturation,
+    contrast; RGB only), translation by up to 1/8 of the side and a cutout of half the side, each sample its
+    own draw. Differentiable, so the generator learns through it; the same policy for real and fake."""
+    b, _, h, w = x.shape
+    rgb, rest = x[:, :3], x[:, 3:]
+    rgb = rgb + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.4
+    mean = rgb.mean(1, keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, generator=gen) * 2.0) + mean
+    mean = rgb.mean((1, 2, 3), keepdim=True)
+    rgb = (rgb - mean) * (torch.rand(b, 1, 1, 1, generator=gen) + 0.5) + mean
+    x = torch.cat([rgb, rest], 1)
+    shift = max(1, h // 8)
+    pad = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    offs = torch.randint(0, 2 * shift + 1, (b, 2), generator=gen)
+    x = torch.stack([pad[i, :, int(oy):int(oy) + h, int(ox):int(ox) + w] for i, (ox, oy) in enumerate(offs)])
+    cut = torch.ones(b, 1, h, w)
+    cy, cx = torch.randint(0, h, (b,), generator=gen), torch.randint(0, w, (b,), generator=gen)
+    for i in range(b):
+        y0, x0 = max(0, int(cy[i]) - h // 4), max(0, int(cx[i]) - w // 4)
+        cut[i, :, y0:y0 + h // 2, x0:x0 + w // 2] = 0.0
+    return x * cut.to(x)
+
+
+def _weighted(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (v * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def adversarial_terms(disc: MouthDiscriminator, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                      gate: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generator terms: the hinge adversarial loss and feature matching, both over the mouth region's patches."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    fake_in = diff_augment(torch.cat([pred, mask, gate], 1), torch.Generator().manual_seed(seed))
+    real_in = diff_augment(torch.cat([target, mask, gate], 1), torch.Generator().manual_seed(seed))  # same draws
+    logits, f_fake = disc(fake_in[:, :3], fake_in[:, 3:4])
+    with torch.no_grad():
+        _, f_real = disc(real_in[:, :3], real_in[:, 3:4])
+    w = F.adaptive_avg_pool2d(fake_in[:, 4:5], logits.shape[-2:])
+    adv = -_weighted(logits, w)
+    fm = sum(_weighted((a - b).abs().mean(1, keepdim=True), F.adaptive_avg_pool2d(fake_in[:, 4:5], a.shape[-2:]))
+             for a, b in zip(f_fake, f_real)) / len(f_fake)
+    return adv, fm
+
+
+def discriminator_loss(disc: MouthDiscriminator, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                       gate: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    fake_in = diff_augment(torch.cat([pred.detach(), mask, gate], 1), gen)
+    real_in = diff_augment(torch.cat([target, mask, gate], 1), gen)
+    lf, _ = disc(fake_in[:, :3], fake_in[:, 3:4])
+    lr_, _ = disc(real_in[:, :3], real_in[:, 3:4])
+    wf = F.adaptive_avg_pool2d(fake_in[:, 4:5], lf.shape[-2:])
+    wr = F.adaptive_avg_pool2d(real_in[:, 4:5], lr_.shape[-2:])
+    return _weighted(F.relu(1.0 - lr_), wr) + _weighted(F.relu(1.0 + lf), wf)
+
+
+def temporal_term(net, rendered, reference, mask, motion, window, pred, gen: torch.Generator) -> torch.Tensor:
+    """Shift every input by the same 1-2 px: the refined crop must move with it (inside a 4 px margin)."""
+    dx, dy = (int(v) * int(s) for v, s in zip(torch.randint(1, 3, (2,), generator=gen),
+                                               torch.randint(0, 2, (2,), generator=gen) * 2 - 1))
+    roll = lambda t: torch.roll(t, shifts=(dy, dx), dims=(2, 3))  # noqa: E731
+    moved = apply_refiner(net, roll(rendered), roll(reference), roll(mask), motion, window)
+    m = 4
+    return (moved - roll(pred))[..., m:-m, m:-m].abs().mean()
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR (dB) per image of [B, 3, H, W] in 0..1, optionally over a weighted region [B, 1, H, W]."""
     err = (a - b) ** 2
@@ -224,8 +315,11 @@ def train(cfg: RefinerTrainConfig) -> Path:
     held = PairBatches(load_pairs(data / "heldout.safetensors"), work, False) \
         if (data / "heldout.safetensors").exists() else None
     net = RefinerNet(channels=tuple(cfg.channels), bottleneck_blocks=cfg.bottleneck_blocks,
-                     crop_scale=built["crop"]["scale"], feather=built["crop"]["feather"], work=work).to(rt.device)
+                     crop_scale=built["crop"]["scale"], feather=built["crop"]["feather"], work=work,
+                     gate=cfg.gate).to(rt.device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    disc = MouthDiscriminator().to(rt.device) if cfg.adv_weight > 0 else None
+    d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999)) if disc is not None else None
     window = feather_window(work, work, built["crop"]["feather"]).to(rt.device)
     ckpt = out / "checkpoint"
     step, history = 0, []
@@ -233,6 +327,10 @@ def train(cfg: RefinerTrainConfig) -> Path:
     if (ckpt / "trainer_state.json").exists():
         state = load_checkpoint(ckpt, net, opt)
         step, history = state["step"], state.get("history", [])
+        if disc is not None and (ckpt / "discriminator.safetensors").exists():
+            from safetensors.torch import load_file
+
+            disc.load_state_dict(load_file(str(ckpt / "discriminator.safetensors")))
         log.info("Resumed from %s at step %d", ckpt, step)
     else:
         if cfg.init is not None:
@@ -254,10 +352,22 @@ def train(cfg: RefinerTrainConfig) -> Path:
         net.train()
         pred = apply_refiner(net, rendered, reference, mask, motion, window)
         losses = refiner_loss(pred, target, mask, cfg)
+        if cfg.temporal_weight > 0:
+            losses["temporal"] = temporal_term(net, rendered, reference, mask, motion, window, pred, gen)
+            losses["loss"] = losses["loss"] + cfg.temporal_weight * losses["temporal"]
+        if disc is not None:
+            gate = window * mouth_gate(mask, cfg.gate if cfg.gate > 0 else 0.1)
+            losses["adv"], losses["fm"] = adversarial_terms(disc, pred, target, mask, gate, gen)
+            losses["loss"] = losses["loss"] + cfg.adv_weight * losses["adv"] + cfg.fm_weight * losses["fm"]
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        if disc is not None:
+            losses["d"] = discriminator_loss(disc, pred, target, mask, gate, gen)
+            d_opt.zero_grad(set_to_none=True)
+            losses["d"].backward()
+            d_opt.step()
         step += 1
         for k, v in losses.items():
             run[k] = run.get(k, 0.0) + float(v.detach())
@@ -272,5 +382,10 @@ def train(cfg: RefinerTrainConfig) -> Path:
             log.info("held-out at step %d: %s", step, metrics)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt, net, opt, step, {"history": history})
+            if disc is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in disc.state_dict().items()},
+                          str(ckpt / "discriminator.safetensors"))
     net.eval()
     return save_final(out, net, cfg, step, history, started, "Refiner")

@@ -114,3 +114,43 @@ def test_loss_is_zero_only_for_the_target():
     blurred = torch.nn.functional.avg_pool2d(t, 3, 1, 1)
     worse = refiner_loss(blurred, t, mask, cfg)
     assert float(worse["hf"]) > 0.01 and float(worse["loss"]) > 0.05
+
+
+def test_adversarial_and_temporal_training_with_the_mouth_gate(pairs, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.render.refiner import RefinerNet
+
+    torch.set_num_threads(2)
+    cfg = RefinerTrainConfig(data=pairs, out=tmp_path / "gan", steps=6, batch=4, lr=5e-4, warmup=2, eval_every=6,
+                             checkpoint_every=3, gate=0.1, adv_weight=0.05, fm_weight=1.0, temporal_weight=2.0)
+    train(cfg)
+    ckpt = tmp_path / "gan" / "checkpoint"
+    assert (ckpt / "discriminator.safetensors").exists()
+    d_before = load_file(str(ckpt / "discriminator.safetensors"))
+    train(RefinerTrainConfig(**{**cfg.__dict__, "steps": 9}))  # resumes the discriminator too
+    d_after = load_file(str(ckpt / "discriminator.safetensors"))
+    assert any(not torch.equal(d_before[k], d_after[k]) for k in d_before)
+    net = RefinerNet.from_pretrained(str(tmp_path / "gan" / "model"))
+    assert net.config.gate == pytest.approx(0.1)
+
+
+def test_the_mouth_gate_confines_the_correction():
+    from engine.render.refiner import apply_refiner, feather_window, mouth_gate
+
+    mask = torch.zeros(1, 1, 128, 128)
+    mask[..., 60:70, 50:80] = 1.0
+    gate = mouth_gate(mask, 0.1)
+    assert gate[..., 65, 65] == 1.0 and gate[..., 10, 10] == 0.0 and gate[..., 65, 20] == 0.0
+    assert torch.equal(mouth_gate(mask, 0.0), torch.ones_like(mask))
+
+    class Shift(torch.nn.Module):  # a "network" that changes every pixel
+        config = type("C", (), {"gate": 0.1})()
+
+        def forward(self, rendered, reference, mask, motion):
+            return torch.full_like(rendered, 0.2)
+
+    img = torch.full((1, 3, 128, 128), 0.5)
+    out = apply_refiner(Shift(), img, img, mask, torch.zeros(1, M.DIM), feather_window(128, 128, 0.18))
+    assert torch.equal(out[..., :30, :], img[..., :30, :])  # far from the mouth: untouched
+    assert out[..., 65, 65].min() > 0.65  # at the mouth: changed
