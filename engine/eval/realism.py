@@ -395,8 +395,8 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
             render_self: bool = True, max_seconds: float = 8.0, real_seconds: float = 20.0, judge_steps: int = 300,
             photos: tuple[str, ...] = (), size: tuple[int, int] = (512, 512)) -> dict:
     """The full run: render (working code, with and without the refiner), measure, judge, report."""
-    from engine.face.landmarks import FaceLandmarker
     from engine.eval.identity import IdentityModel
+    from engine.face.landmarks import FaceLandmarker
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
