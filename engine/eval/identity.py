@@ -3,18 +3,19 @@ package's CC0 weights). dlib's convention: distance < 0.6 means the same person.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from engine.face.human import face_models_dir
+
 
 def _model_dir() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")  # located, not imported (it needs pkg_resources)
-    if spec is None or not spec.submodule_search_locations:
+    d = face_models_dir()
+    if d is None:
         raise RuntimeError("The identity metric needs `face-recognition-models` (pip install face-recognition-models).")
-    return Path(spec.submodule_search_locations[0]) / "models"
+    return d
 
 
 class IdentityModel:

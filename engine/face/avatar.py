@@ -14,12 +14,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from engine.face import topology as T
+from engine.face.human import NOT_HUMAN_WARNING, check_human_face
 from engine.face.image import PortraitError, load_image
 from engine.face.landmarks import FaceLandmarker
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Part of the cache file's name. 2: the warnings include the human-face check (engine/face/human.py)."""
 MIN_FACE_PX = 48
 MIN_SKIN_WARMTH = 9.0
 """Mean (Cr - Cb) of the face's skin, YCrCb units. Human skin in photos and paintings of this
@@ -90,6 +92,10 @@ def prepare_avatar(path: Path | str, cache_dir: Path | None = None, landmarker: 
     if cache_dir is not None:
         cached = _load_cached(_cache_path(Path(cache_dir), sha), image, path)
         if cached is not None:
+            if require_skin:  # the cache holds faces accepted with --no-skin-check too: check again (cheap)
+                _check_human(image, cached.landmarks, str(path), require_skin)
+            for msg in cached.warnings:  # said on every use, as on the first
+                log.warning("%s: %s", path.name, msg)
             return cached
     landmarker = landmarker or FaceLandmarker()
     avatar = _analyse(image, sha, path, landmarker, require_skin)
@@ -130,6 +136,11 @@ def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker
     if face_w < 128:
         warnings.append(f"small face ({face_w:.0f} px wide): the avatar will look soft")
     warnings += _check_human(image, lm, str(path), require_skin)
+    human = check_human_face(image, lm)
+    if human is not None:
+        log.debug("%s: human-face detector confidence %s", path.name, human.confidence)
+        if not human.human:
+            warnings.append(NOT_HUMAN_WARNING)
     for msg in warnings[1 if len(boxes) > 1 else 0:]:
         log.warning("%s: %s", path.name, msg)
     return Avatar(image=image, landmarks=lm.astype(np.float32), source=str(path), sha256=sha,
