@@ -313,21 +313,54 @@ def portrait_reference(portrait: Path, landmarker, size: tuple[int, int]) -> tup
     return framed.frame, (lm if lm is not None else framed.landmarks)
 
 
-def real_clips(paths: list[Path], landmarker, max_seconds: float, every: int = 2) -> list[Clip]:
+def _cache_file(cache: Path | None, video: Path, what: str) -> Path | None:
+    """Where a video's measurement is kept: named by the video's path, size and time (a new render of the
+    same name is measured again) and by what was measured."""
+    if cache is None:
+        return None
+    import hashlib
+
+    st = video.stat()
+    key = hashlib.sha256(f"{video.resolve()}|{st.st_size}|{st.st_mtime_ns}|{what}|v1".encode()).hexdigest()[:20]
+    return cache / f"{video.stem}-{key}.npz"
+
+
+def _measured(video: Path, cache: Path | None, what: str, make) -> Clip:
+    """`make()` once per video (and settings); later runs read the kept measurement."""
+    file = _cache_file(cache, video, what)
+    if file is not None and file.exists():
+        with np.load(file, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            crops = list(z["crops"]) if len(z["crops"]) else []
+            return Clip(meta["name"], meta["source"], meta["measures"], crops, meta["identity"])
+    clip = make()
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        crops = np.stack(clip.crops) if clip.crops else np.zeros((0, CROP, CROP, 3), np.uint8)
+        meta = {"name": clip.name, "source": clip.source, "measures": clip.measures, "identity": clip.identity}
+        np.savez_compressed(file, crops=crops, meta=np.array(json.dumps(meta)))
+    return clip
+
+
+def real_clips(paths: list[Path], landmarker, max_seconds: float, every: int = 2, cache: Path | None = None) -> list[Clip]:
     clips = []
     for p in paths:
-        clip = measure_video(_read_frames(p, int(max_seconds * 25)), landmarker, p.stem, p.stem, every=every)
+        clip = _measured(p, cache, f"real|{max_seconds}|{every}", lambda p=p: measure_video(
+            _read_frames(p, int(max_seconds * 25)), landmarker, p.stem, p.stem, every=every))
         log.info("real %s: %d frames measured, %d open", p.stem, len(clip.measures), int(clip.open.sum()))
         clips.append(clip)
     return clips
 
 
-def rendered_clips(folder: Path, landmarker, portraits: dict[str, tuple[np.ndarray, np.ndarray]], identity) -> list[Clip]:
+def rendered_clips(folder: Path, landmarker, portraits: dict[str, tuple[np.ndarray, np.ndarray]], identity,
+                   cache: Path | None = None) -> list[Clip]:
     clips = []
     for mp4 in sorted(folder.glob("*.mp4")):
         stem = mp4.stem.split("__", 1)[0]
         ref = portraits.get(stem)
-        clip = measure_video(_read_frames(mp4), landmarker, mp4.stem, stem, portrait=ref, identity=identity)
+        clip = _measured(mp4, cache, f"rendered|{IDENTITY_EVERY}|{ref is not None}", lambda mp4=mp4, stem=stem, ref=ref:
+                         measure_video(_read_frames(mp4), landmarker, mp4.stem, stem, portrait=ref, identity=identity))
+        log.info("%s: %d frames measured, %d open", mp4, len(clip.measures), int(clip.open.sum()))
         clips.append(clip)
     return clips
 
@@ -423,8 +456,9 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
     try:
         refs = {p.stem: portrait_reference(p, landmarker, size) for p in portraits}
         portrait_detail = {k: measure(img, lm)["skin_detail"] for k, (img, lm) in refs.items()}
-        real_measured = real_clips(real, landmarker, real_seconds)
-        measured = {name: rendered_clips(folder, landmarker, refs, identity) for name, folder in variants.items()}
+        cache = out / "measured"
+        real_measured = real_clips(real, landmarker, real_seconds, cache=cache)
+        measured = {name: rendered_clips(folder, landmarker, refs, identity, cache) for name, folder in variants.items()}
     finally:
         landmarker.close()
     res = {"real": summarise(real_measured), "variants": {}, "targets": TARGETS,

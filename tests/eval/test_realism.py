@@ -82,3 +82,23 @@ def test_gray_portrait_copies(tmp_path, portraits_dir):
     assert _realism_portrait("happy.png", portraits_dir, tmp_path) == portraits_dir / "happy.png"
     with pytest.raises(FileNotFoundError):
         _realism_portrait("nobody.png", portraits_dir, tmp_path)
+
+
+def test_measurements_are_kept_per_video(tmp_path):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    calls = []
+
+    def make():
+        calls.append(1)
+        return R.Clip("a", "p", [{"gap": 0.2, "inner_px": 50, "skin_detail": 0.4}],
+                      [np.full((R.CROP, R.CROP, 3), 7, np.uint8)], [0.3])
+
+    first = R._measured(video, tmp_path / "cache", "w", make)
+    again = R._measured(video, tmp_path / "cache", "w", make)
+    assert len(calls) == 1 and again.measures == first.measures and again.identity == [0.3]
+    assert (again.crops[0] == 7).all()
+    R._measured(video, tmp_path / "cache", "other settings", make)
+    video.write_bytes(b"xy")  # a new render under the same name
+    R._measured(video, tmp_path / "cache", "w", make)
+    assert len(calls) == 3
