@@ -6,7 +6,7 @@
 # stage 2 adds a discriminator on the mouth region (DiffAugment, feature matching), the detail-energy and
 # the temporal terms; both confine the correction to the mouth (--gate). Then the copy into assets/ and
 # the realism evaluation against the previous version's renders (talkcam eval realism).
-# On the 2-core CPU: ~20 min pairs, ~12 + ~20 min training, ~15 min evaluation.
+# On the 2-core CPU: ~20 min pairs, ~25 + ~16 min training, ~15 min evaluation.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash installers/setup.sh
@@ -40,7 +40,7 @@ $TC data refiner --videos "${VIDEOS[@]}" --out "$WORK/refiner17_pairs" \
 $TC train refiner --data "$WORK/refiner17_pairs" --out "$WORK/refiner17_s1" --gate 0.1 --steps 1500 --batch 12 \
   --threads 2 --detail-weight 0 --identity-share 0
 $TC train refiner --data "$WORK/refiner17_pairs" --out "$WORK/refiner17" --init "$WORK/refiner17_s1/model" \
-  --gate 0.1 --adv-weight 0.05 --fm-weight 1.0 --temporal-weight 2.0 --steps 1000 --lr 2.5e-4 --warmup 50 \
+  --gate 0.1 --adv-weight 0.05 --fm-weight 1.0 --temporal-weight 2.0 --steps 500 --lr 2.5e-4 --warmup 50 \
   --batch 12 --threads 2
 rm -rf assets/models/refiner.new && mkdir -p assets/models/refiner.new
 cp "$WORK/refiner17/model/config.json" "$WORK/refiner17/model/diffusion_pytorch_model.safetensors" \

@@ -53,9 +53,10 @@ class RendererConfig:
     mouth_interior: bool = True
     """Paint cavity and teeth where the mouth opens wider than in the portrait, and eyelid skin
     where closing lids cover the eyes (off: the plain warp, for comparison)."""
-    refiner: bool = True
-    """Repair the mouth region with the decoder refiner (`engine.render.refiner`); --no-refiner shows the
-    renderer's own output, for comparison."""
+    refiner: bool = False
+    """Pass the mouth through the decoder refiner (`engine.render.refiner`). Off by default: the retrained
+    refiner darkens the structured mouth's teeth and lowers its detail on held-out portraits (docs/mouth.md),
+    so the renderer's own output is what looks most real today; --refiner turns it on, for comparison."""
     refiner_model: Path | None = None
     """Refiner folder (default: the shipped one, assets/models/refiner)."""
     refiner_backend: str = "auto"

@@ -103,14 +103,23 @@ def test_the_portraits_own_teeth_are_used(framed):
     assert np.abs(own.rig.colors[Paint.TEETH] * 255 - np.array([235, 225, 200])).max() < 3
 
 
-def test_refiner_keeps_inner_mouth_detail_and_the_skin(framed):
+def test_refiner_keeps_inner_mouth_detail(framed):
+    """On these frames the shipped refiner keeps >= 95% of the detail (the previous one fell to 84%); over the
+    held-out renders of docs/mouth.md it still lowers it (7.6 -> 6.6 on photos), so it is off by default."""
     both = AvatarRenderer(framed, RendererConfig(refiner=True, refiner_backend="torch"))
     ms = np.stack([_motion(jawOpen=0.5), _motion(jawOpen=0.8, mouthSmile_L=0.3, mouthSmile_R=0.3)])
     raw, refined = both.render(ms, refine=False), both.render(ms, refine=True)
     for m, a, b in zip(ms, raw, refined):
         lm = both.landmarks(m)
-        ma, mb = measure(a, lm), measure(b, lm)
-        assert mb["inner_detail"] >= 0.95 * ma["inner_detail"], (ma, mb)
+        assert measure(b, lm)["inner_detail"] >= 0.95 * measure(a, lm)["inner_detail"]
+
+
+def test_refiner_leaves_the_skin_alone(framed):
+    both = AvatarRenderer(framed, RendererConfig(refiner=True, refiner_backend="torch"))
+    ms = np.stack([_motion(jawOpen=0.5), _motion(jawOpen=0.8, mouthSmile_L=0.3, mouthSmile_R=0.3)])
+    raw, refined = both.render(ms, refine=False), both.render(ms, refine=True)
+    for m, a, b in zip(ms, raw, refined):
+        lm = both.landmarks(m)
         r = regions(a.shape[:2], lm)
         far = r.cheeks | r.eyes
         assert np.abs(a[far].astype(int) - b[far].astype(int)).max() <= 1  # cheeks and eyes untouched
