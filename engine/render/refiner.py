@@ -125,14 +125,20 @@ def feather_window(h: int, w: int, feather: float) -> torch.Tensor:
 
 def mouth_gate(mask: torch.Tensor, share: float) -> torch.Tensor:
     """[B, 1, H, W]: 1 on the mouth opening grown by `share` of the crop side, fading to 0 over half as much
-    again; all ones when share is 0 (the whole crop may change)."""
+    again; all ones when share is 0 (the whole crop may change). Computed on a 4x coarser grid and upsampled
+    (the gate is smooth; big pooling windows at full resolution cost more than the network)."""
     if share <= 0:
         return torch.ones_like(mask)
-    r = max(1, int(round(share * mask.shape[-1])))
-    grown = F.max_pool2d(mask, 2 * r + 1, stride=1, padding=r)
+    h, w = mask.shape[-2:]
+    s = 4 if h % 4 == 0 and w % 4 == 0 else 1
+    coarse = F.max_pool2d(mask, s) if s > 1 else mask
+    r = max(1, int(round(share * w / s)))
     k = max(1, r // 2)
-    return F.avg_pool2d(F.max_pool2d(grown, 2 * k + 1, stride=1, padding=k), 2 * k + 1, stride=1, padding=k,
-                        count_include_pad=False)
+    grown = F.max_pool2d(coarse, (1, 2 * (r + k) + 1), stride=1, padding=(0, r + k))
+    grown = F.max_pool2d(grown, (2 * (r + k) + 1, 1), stride=1, padding=(r + k, 0))
+    grown = F.avg_pool2d(grown, (1, 2 * k + 1), stride=1, padding=(0, k), count_include_pad=False)
+    grown = F.avg_pool2d(grown, (2 * k + 1, 1), stride=1, padding=(k, 0), count_include_pad=False)
+    return F.interpolate(grown, size=(h, w), mode="bilinear", align_corners=False) if s > 1 else grown
 
 
 def apply_refiner(net, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,

@@ -24,11 +24,17 @@ def test_judge_tells_different_crops_apart_and_not_identical_ones():
     real = {f"real{i}": _crops(rng, 40, "textured") for i in range(2)}
     fake = {f"fake{i}": _crops(rng, 40, "smooth") for i in range(3)}
     res = R.judge_accuracy(real, fake, steps=60, batch=32)
-    assert res["accuracy"] > 0.85, res
+    assert res["accuracy"] > 0.85 and res["auc"] > 0.9, res
     assert len(res["folds"]) == 3 and {f["rendered"] for f in res["folds"]} == set(fake)
     same = {f"fake{i}": _crops(rng, 40, "textured") for i in range(2)}
     res = R.judge_accuracy(real, same, steps=60, batch=32)
-    assert 0.2 <= res["accuracy"] <= 0.8, res  # the same distribution: about chance
+    assert 0.2 <= res["accuracy"] <= 0.8 and 0.2 <= res["auc"] <= 0.8, res  # the same distribution: about chance
+
+
+def test_auc():
+    assert R.auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert R.auc(np.array([0.0]), np.array([0.0])) == 0.5
+    assert R.auc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 0.0
 
 
 def test_judge_needs_two_sources_each():
@@ -50,7 +56,7 @@ def test_summary_and_table():
     assert s["skin_detail_kept"] == pytest.approx(1.0) and s["identity"] == pytest.approx(0.25)
     assert s["flicker"] == 0.0
     table = R.table({"variants": {"new": {**s, "judge": 0.6}}})
-    assert "| new | 0.600 | 4.000 |" in table
+    assert "| new | 0.600 | – | 4.000 |" in table
 
 
 def test_measure_and_crop_on_a_rendered_frame(framed):
