@@ -440,7 +440,8 @@ class Stack:
 
         self.device = device
         self.session_config = session or SessionConfig(backend=student_backend)
-        self.engine = AvatarEngine(RendererConfig(refiner_backend=refiner_backend), self.session_config,
+        # with the refiner (off by default since issue 17): the check measures every stage the product can run
+        self.engine = AvatarEngine(RendererConfig(refiner=True, refiner_backend=refiner_backend), self.session_config,
                                    cache_dir=cache_dir, device=device)
         if self.engine.device != device:
             raise RuntimeError(f"the engine moved to {self.engine.device} (out of memory on {device}?)")
