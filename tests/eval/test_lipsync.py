@@ -63,7 +63,7 @@ def test_sun_clip_correct_alignment_beats_shifted_and_frozen(evaluator, framed25
     good, shifted, frozen = scores["aligned"], scores["shifted5"], scores["frozen"]
     assert good["r0"] > 0.45 and abs(good["offset"]) <= 1, scores
     assert good["r0"] - shifted["r0"] > 0.3 and abs(shifted["offset"] - 5) <= 1, scores
-    assert abs(frozen["r0"]) < 0.15, scores
+    assert abs(frozen["r0"]) < 0.2, scores  # a still mouth: only mesh noise (0.15 with the structured mouth)
 
 
 @pytest.mark.slow
