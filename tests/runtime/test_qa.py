@@ -144,11 +144,24 @@ def test_live_recording_keeps_the_sources_own_audio(tmp_path, engine, avatar):
 
 
 # -- 2. say is crash-safe ----------------------------------------------------------------------------------
+def _ctrl_c_as_a_terminal_gives_it():
+    """In the child: SIGINT as a user's terminal delivers it. A test runner (or an earlier test) may have left
+    SIGINT ignored in this process, and an ignored signal is inherited: Python would then never raise
+    KeyboardInterrupt (seen in CI: the job ran to its end)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_say(out: Path, tmp_path: Path, *extra: str, preexec=None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def child():
+        _ctrl_c_as_a_terminal_gives_it()
+        if preexec is not None:
+            preexec()
+
     return subprocess.Popen([*_talkcam(), "say", LONG_TEXT, "--out", str(out), "--size", "256", "256",
                              "--cache-dir", str(tmp_path / "cache"), *extra], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=child)
 
 
 def _wait_for_size(out: Path, size: int, p: subprocess.Popen, limit: float = 180) -> None:
@@ -280,7 +293,7 @@ def test_render_interrupted_says_so_and_exits_non_zero(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([*_talkcam(), "render", "--audio", str(long), "--out", str(out), "--size", "128", "128",
                           "--cache-dir", str(tmp_path / "cache")], cwd=REPO, env=env, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=_ctrl_c_as_a_terminal_gives_it)
     _wait_for_size(out, 30_000, p)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
