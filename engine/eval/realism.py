@@ -375,6 +375,11 @@ def rendered_clips(folder: Path, landmarker, portraits: dict[str, tuple[np.ndarr
     return clips
 
 
+def _most_open(clip: Clip, n: int) -> np.ndarray:
+    """Indices of the clip's n measured frames with the widest lip gap, widest first."""
+    return np.argsort(-np.array([m["gap"] for m in clip.measures]))[:n]
+
+
 def sheet(variants: dict[str, list[Clip]], n_cols: int = 6, scale: int = 2) -> np.ndarray:
     """Crop sheet (RGB): per portrait a block of rows (one per variant), the same frames in each row: the
     frames where the first variant's mouth is most open."""
@@ -382,10 +387,9 @@ def sheet(variants: dict[str, list[Clip]], n_cols: int = 6, scale: int = 2) -> n
     blocks = []
     side = CROP * scale
     for clip in first:
-        gaps = np.array([m["gap"] for m in clip.measures])
-        if not len(gaps):
+        if not clip.measures:
             continue
-        idx = np.sort(np.argsort(-gaps)[:n_cols])
+        idx = np.sort(_most_open(clip, n_cols))
         rows = []
         for name, clips in variants.items():
             other = next((c for c in clips if c.name == clip.name), None)
@@ -410,10 +414,9 @@ def real_sheet(clips: list[Clip], n_cols: int = 6, scale: int = 2) -> np.ndarray
     rows = []
     side = CROP * scale
     for c in clips:
-        gaps = np.array([m["gap"] for m in c.measures])
-        if not len(gaps):
+        if not c.measures:
             continue
-        idx = np.argsort(-gaps)[:n_cols]
+        idx = _most_open(c, n_cols)
         tiles = [cv2.resize(c.crops[i], (side, side), interpolation=cv2.INTER_NEAREST) for i in idx]
         tiles += [np.zeros((side, side, 3), np.uint8)] * (n_cols - len(tiles))
         rows.append(np.hstack(tiles))

@@ -472,15 +472,20 @@ TONGUE_RATIO = np.array([0.80, 0.50, 0.50], np.float32)
 SKIN_CHROMA = 0.44
 
 
-def _cheek_skin(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """Median cheek colour (0..1) below the eyes, beside the nose."""
+def _cheek_mask(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
+    """[H, W] bool: two discs (0.13 interocular distances) on the cheeks below the eyes, beside the nose."""
     import cv2
 
     d = float(np.linalg.norm(lm[468, :2] - lm[473, :2]))
-    mask = np.zeros(frame.shape[:2], np.uint8)
+    mask = np.zeros(shape, np.uint8)
     for i in (205, 425):
         cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), max(1, int(round(0.13 * d))), 1, -1)
-    px = frame[mask.astype(bool)].astype(np.float32) / 255.0
+    return mask.astype(bool)
+
+
+def _cheek_skin(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Median cheek colour (0..1) below the eyes, beside the nose."""
+    px = frame[_cheek_mask(frame.shape[:2], lm)].astype(np.float32) / 255.0
     return np.median(px, axis=0) if len(px) else np.array([0.75, 0.6, 0.5], np.float32)
 
 
@@ -558,13 +563,9 @@ def _grain(frame: np.ndarray, lm: np.ndarray, shape: tuple[int, int], upscale: f
     on the cheeks: painted pixels get the same texture as the photo around them (fixed: no flicker)."""
     import cv2
 
-    d = float(np.linalg.norm(lm[468, :2] - lm[473, :2]))
     grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
     resid = grey - cv2.GaussianBlur(grey, (0, 0), 1.0)
-    mask = np.zeros(frame.shape[:2], np.uint8)
-    for i in (205, 425):
-        cv2.circle(mask, (int(round(lm[i, 0])), int(round(lm[i, 1]))), max(1, int(round(0.13 * d))), 1, -1)
-    r = resid[mask.astype(bool)]
+    r = resid[_cheek_mask(frame.shape[:2], lm)]
     level = float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else 0.0
     noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     if upscale > 1.0:
