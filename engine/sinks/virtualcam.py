@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import platform
 import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,8 +73,11 @@ class VirtualCamSink(SinkBase):
         self.sent = 0
         self.repeated = 0
         self.received = 0
-        self._latest: np.ndarray | None = None
+        self._latest: Frame | None = None
         self._fresh = False
+        self.listeners: list[Callable[[Frame, float], None]] = []
+        """Called on the pacing thread with each new frame and the monotonic time it was sent (the synced
+        microphone's delay); they must return at once."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -88,7 +93,7 @@ class VirtualCamSink(SinkBase):
         self._thread.start()
 
     def write_frame(self, frame: Frame) -> None:
-        self._latest = frame.image
+        self._latest = frame
         self._fresh = True
         self.received += 1
 
@@ -106,13 +111,19 @@ class VirtualCamSink(SinkBase):
         last = blank
         try:
             while not self._stop.is_set():
+                fresh = None
                 if self._fresh:
                     self._fresh = False
-                    last = self._fit(self._latest)
+                    fresh = self._latest
+                    last = self._fit(fresh.image)
                 elif self.sent:
                     self.repeated += 1
                 self.camera.send(last)
                 self.sent += 1
+                if fresh is not None:
+                    sent = time.monotonic()
+                    for listener in self.listeners:
+                        listener(fresh, sent)
                 self.camera.sleep_until_next_frame()
         except Exception as exc:  # the device went away: report it, the rest of the pipeline goes on
             self.error = exc

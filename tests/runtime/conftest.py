@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -110,48 +109,15 @@ def use_alsa_conf(monkeypatch, conf: Path) -> None:
     rescan()
 
 
-class PulseServer:
-    """A private PulseAudio daemon with a null sink (the virtual speaker) and a remap source on its monitor
-    (the virtual microphone). `kill()` / `start()` make the device vanish and return."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.socket = folder / "native"
-        self.proc: subprocess.Popen | None = None
-        self.env = {**os.environ, "PULSE_SERVER": f"unix:{self.socket}", "PULSE_RUNTIME_PATH": str(folder),
-                    "XDG_RUNTIME_DIR": str(folder), "HOME": str(folder)}
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--disable-shm=yes",
-             f"--load=module-native-protocol-unix socket={self.socket} auth-anonymous=1",
-             "--load=module-null-sink sink_name=talkcam_speaker rate=48000",
-             "--load=module-remap-source master=talkcam_speaker.monitor source_name=talkcam_mic"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if subprocess.run(["pactl", "list", "short", "sources"], env=self.env, capture_output=True,
-                              text=True).stdout.count("talkcam_mic"):
-                return
-            time.sleep(0.1)
-        raise RuntimeError("PulseAudio did not start")
-
-    def play(self, wav: Path) -> subprocess.Popen:
-        return subprocess.Popen(["paplay", "-d", "talkcam_speaker", str(wav)], env=self.env)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
 @pytest.fixture
 def pulse(tmp_path, monkeypatch):
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.fail("pulseaudio and pulseaudio-utils are needed (installers/setup.sh installs them)")
     folder = Path("/tmp") / f"talkcam-pulse-{os.getpid()}-{time.monotonic_ns()}"  # a short socket path
     folder.mkdir()
-    server = PulseServer(folder)
+    from engine.audio.pulse import PrivatePulse
+
+    server = PrivatePulse(folder)
     server.start()
     for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH"):
         monkeypatch.setenv(k, server.env[k])
