@@ -140,6 +140,7 @@ class SessionViewModel(QObject):
     recordingChanged = Signal(bool, str)
     virtualcamChanged = Signal(bool)
     vmcChanged = Signal(bool)
+    syncedMicChanged = Signal(bool)
     portraitChanged = Signal(str)
 
     def __init__(self, settings: Settings, cache_dir: Path | None = None, source_factory=None) -> None:
@@ -156,6 +157,8 @@ class SessionViewModel(QObject):
         self.recorder = None
         self.camera = None
         self.vmc = None
+        self.synced = None  # the synced microphone's sink while it is on
+        self.av_delay = None  # measures the video's delay behind the voice (the OBS sync offset)
         self.record_started = 0.0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="talkcam-engine")
 
@@ -188,6 +191,8 @@ class SessionViewModel(QObject):
         s["device"] = dev.name if dev is not None else f"{Path(getattr(self.source, 'path', 'audio')).name} (as microphone)"
         s["backend"] = self.engine.step.name if self.engine is not None and self.engine.step is not None else "torch"
         s["mic_state"] = getattr(self.source, "state", "")
+        av = self.synced or self.av_delay
+        s["av"] = av.status() if av is not None else ""
         return s
 
     def wait_idle(self, timeout: float = 120.0) -> None:
@@ -220,8 +225,11 @@ class SessionViewModel(QObject):
             avatar = self.engine.avatar(portrait)
             self.source = (self.source_factory() if self.source_factory is not None
                            else MicSource(self.settings.mic or None, LIVE_PIECE, on_status=self._mic_status))
+            from engine.sinks.syncmic import AvDelaySink
+
             self.bus = FrameBus()
-            sinks = [self.bus, self.level]
+            self.av_delay = AvDelaySink()
+            sinks = [self.bus, self.level, self.av_delay]
             self.pipeline = self.engine.pipeline_for(self.source, avatar, sinks)
             self.pipeline.muted = self.settings.muted
             self.pipeline.start()
@@ -234,6 +242,8 @@ class SessionViewModel(QObject):
             self._set_virtualcam(True)
         if self.settings.vmc:
             self._set_vmc(True)
+        if self.settings.synced_mic:
+            self._set_synced_mic(True)
 
     def _mic_status(self, state: str, message: str) -> None:
         self.message.emit(message)
@@ -251,6 +261,8 @@ class SessionViewModel(QObject):
                 self._set_recording(False, pipe)
             self.camera = None
             self.vmc = None
+            self.synced = None
+            self.av_delay = None
             if pipe is not None:
                 pipe.stop()
                 pipe.join()  # raises a stage's error: reported as the one dialog
@@ -318,9 +330,33 @@ class SessionViewModel(QObject):
     def _set_virtualcam(self, on: bool) -> None:
         from engine.sinks.virtualcam import VirtualCamSink
 
-        self._toggle_sink(on, "camera", "virtualcam", self.virtualcamChanged, lambda: VirtualCamSink(
+        cam = self._toggle_sink(on, "camera", "virtualcam", self.virtualcamChanged, lambda: VirtualCamSink(
             (self.settings.cam_width, self.settings.cam_height), self.settings.cam_fps,
             backend=self.settings.cam_backend, placeholder=self.pipeline.renderer.rig.frame))
+        for av in (self.av_delay, self.synced):  # the viewers see the camera's frames: time them there
+            if av is not None:
+                if cam is not None:
+                    av.follow(cam)
+                elif self.camera is None:
+                    av.follow_camera = False
+
+    # -- synced microphone ----------------------------------------------------------------------
+    def set_synced_mic(self, on: bool) -> None:
+        """Publish the voice as a virtual microphone delayed to the avatar's frames."""
+        self.settings.synced_mic = on
+        if self.running:
+            self._submit(self._set_synced_mic, on)
+        else:
+            self.syncedMicChanged.emit(on)
+
+    def _set_synced_mic(self, on: bool) -> None:
+        from engine.sinks.syncmic import SyncedMicSink, mic_name_for_apps
+
+        sink = self._toggle_sink(on, "synced", "synced_mic", self.syncedMicChanged, SyncedMicSink)
+        if sink is not None:
+            if self.camera is not None:
+                sink.follow(self.camera)
+            self.message.emit(f"Synced microphone on: pick '{mic_name_for_apps()}' as the microphone in the call app")
 
     def _toggle_sink(self, on: bool, attr: str, setting: str, changed, make):
         """Attach `make()` to the running pipeline as `self.<attr>`, or detach it; an attach that fails turns

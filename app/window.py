@@ -119,8 +119,13 @@ class MainWindow(QMainWindow):
         self.vmc_box.setChecked(self.settings.vmc)
         self.vmc_box.setToolTip("Send the motion (ARKit blendshapes, head pose, gaze) to VSeeFace, VNyan, Warudo "
                                 "or VTube Studio over the VMC protocol")
+        self.synced_box = QCheckBox("Synced mic")
+        self.synced_box.setChecked(self.settings.synced_mic)
+        self.synced_box.setToolTip("Publish your voice as a virtual microphone ('talkcam Microphone'; VB-CABLE on "
+                                   "Windows, BlackHole on macOS) delayed to match the avatar, for calls")
         bar = QHBoxLayout()
-        for w in (self.start_btn, self.record_btn, self.record_time, self.mute_box, self.cam_box, self.vmc_box):
+        for w in (self.start_btn, self.record_btn, self.record_time, self.mute_box, self.cam_box, self.synced_box,
+                  self.vmc_box):
             bar.addWidget(w)
         bar.addStretch(1)
         left = QVBoxLayout()
@@ -237,6 +242,7 @@ class MainWindow(QMainWindow):
         self.mute_box.toggled.connect(vm.set_mute)
         self.cam_box.toggled.connect(vm.set_virtualcam)
         self.vmc_box.toggled.connect(lambda on: vm.set_vmc(on, self.vmc_target.text().strip()))
+        self.synced_box.toggled.connect(vm.set_synced_mic)
         self.vmc_target.editingFinished.connect(lambda: setattr(self.settings, "vmc_target",
                                                                 self.vmc_target.text().strip()))
         self.add_btn.clicked.connect(self._add_dialog)
@@ -258,6 +264,7 @@ class MainWindow(QMainWindow):
         vm.recordingChanged.connect(self._recording)
         vm.virtualcamChanged.connect(self._virtualcam)
         vm.vmcChanged.connect(self._vmc)
+        vm.syncedMicChanged.connect(self._synced)
         vm.portraitChanged.connect(lambda _: self.refresh_gallery())
         self.gallery.changed.connect(self.refresh_gallery)
 
@@ -364,6 +371,11 @@ class MainWindow(QMainWindow):
         self.vmc_box.setChecked(on)
         self.vmc_box.blockSignals(False)
 
+    def _synced(self, on: bool) -> None:
+        self.synced_box.blockSignals(True)
+        self.synced_box.setChecked(on)
+        self.synced_box.blockSignals(False)
+
     def _cam_size(self, i: int) -> None:
         w, h = self.cam_size.itemData(i)
         self.settings.cam_width, self.settings.cam_height = w, h
@@ -403,7 +415,8 @@ class MainWindow(QMainWindow):
             mic += " (lost: running on silence)"
         self.status_device.setText(f"{mic} · {s.get('backend', '')}")
         self.status_perf.setText(f"{s['fps']:.1f} fps · latency {s['latency_ms_p50']:.0f} / "
-                                 f"{s['latency_ms_p95']:.0f} ms · dropped {s['dropped_frames']}")
+                                 f"{s['latency_ms_p95']:.0f} ms · dropped {s['dropped_frames']}"
+                                 + (f" · {s['av']}" if s.get("av") else ""))
 
     # -- errors and logs ------------------------------------------------------------------------
     def show_error(self, message: str) -> None:

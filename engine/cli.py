@@ -151,6 +151,14 @@ class Live:
     vmc: str | None = None
     """Also send the motion to a VTuber app over the VMC protocol (OSC/UDP), e.g. 127.0.0.1:39539 for
     VSeeFace, VNyan or Warudo on this machine: ARKit perfect-sync blendshapes, head pose, gaze."""
+    synced_mic: bool = False
+    """Publish your voice as a virtual microphone ("talkcam Microphone" on Linux; VB-CABLE on Windows, BlackHole
+    on macOS) delayed to match the avatar's frames, so a call that takes the talkcam camera and microphone gets
+    them in sync. Without it the status line says the sync offset to enter in OBS instead."""
+    synced_mic_device: str | None = None
+    """Write the synced voice to this output device instead (any PortAudio output, e.g. a VoiceMeeter input)."""
+    video_delay_ms: Annotated[float, Range(0, 1000)] = 0.0
+    """What the call app adds to the camera on top of what talkcam measures, if you know it (ms)."""
     record: Path | None = None
     """Record the avatar with the microphone's audio to this MP4."""
     overwrite: bool = False
@@ -177,9 +185,10 @@ class Live:
         gui = not self.no_gui and bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or
                                        sys.platform in ("win32", "darwin") or
                                        os.environ.get("QT_QPA_PLATFORM") == "offscreen")
-        if gui and (self.vmc is not None or self.record is not None or self.virtualcam):
-            raise ValueError("--vmc, --record and --virtualcam are for --no-gui; in the window use its VTuber (VMC), "
-                             "Record and Virtual webcam controls (add --no-gui to run them from the command line).")
+        if gui and (self.vmc is not None or self.record is not None or self.virtualcam or self.synced_mic):
+            raise ValueError("--vmc, --record, --virtualcam and --synced-mic are for --no-gui; in the window use its "
+                             "VTuber (VMC), Record, Virtual webcam and Synced mic controls (add --no-gui to run them "
+                             "from the command line).")
         if gui:
             from app.main import run_app
 
@@ -204,8 +213,22 @@ class Live:
         source = (FileSource(self.audio, LIVE_PIECE, realtime=True) if self.audio is not None
                   else MicSource(self.mic, LIVE_PIECE))
         sinks = []
+        camera = None
         if self.virtualcam:
-            sinks.append(VirtualCamSink(backend=self.camera_backend, device=self.camera_device))
+            camera = VirtualCamSink(backend=self.camera_backend, device=self.camera_device)
+            sinks.append(camera)
+        if self.synced_mic:
+            from engine.sinks.syncmic import PortAudioMicOutput, SyncedMicSink
+
+            output = PortAudioMicOutput(self.synced_mic_device) if self.synced_mic_device else None
+            av_sink = SyncedMicSink(output, extra_ms=self.video_delay_ms)
+        else:
+            from engine.sinks.syncmic import AvDelaySink
+
+            av_sink = AvDelaySink(self.video_delay_ms)
+        if camera is not None:
+            av_sink.follow(camera)
+        sinks.append(av_sink)
         if self.vmc is not None:
             from engine.sinks.vmc import VmcSink
 

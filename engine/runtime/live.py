@@ -126,9 +126,10 @@ def run_headless(engine: AvatarEngine, source, portrait: Path, sinks: list[Sink]
                 next_report = now
                 s = pipe.stats.summary()
                 mic = getattr(source, "state", "")
-                log.info("%d frames, %.1f fps, latency p50 %.0f / p95 %.0f ms, dropped %d%s", s["frames"], s["fps"],
+                av = [t for t in (getattr(k, "status", lambda: "")() for k in sinks) if t]
+                log.info("%d frames, %.1f fps, latency p50 %.0f / p95 %.0f ms, dropped %d%s%s", s["frames"], s["fps"],
                          s["latency_ms_p50"], s["latency_ms_p95"], s["dropped_frames"],
-                         f", microphone {mic}" if mic else "")
+                         f", microphone {mic}" if mic else "", "".join(f"; {t}" for t in av))
         pipe.stop()
         pipe.join()
     finally:

@@ -317,26 +317,57 @@ def mic_name_for_apps(system: str | None = None) -> str:
     return CABLES[system][1] if system in CABLES else "talkcam Microphone"
 
 
-class SyncedMicSink(SinkBase):
-    """Publishes the captured voice, delayed to the shown frames, on `output` (default: this OS's).
+class AvDelaySink(SinkBase):
+    """Measures how far the shown video lags the voice (`delay_ms`: the sync offset to enter in OBS for the
+    real microphone). Frames count at `write_frame` (out of the renderer: the preview) unless it follows a
+    virtual camera (`follow(camera)`): then at the time the camera sent them."""
 
-    Frames reach it by `write_frame` (the preview's time: out of the renderer) unless `follow_camera` is set;
-    then the virtual camera reports each frame it sends (`frame_shown`), and those times count."""
+    name = "A/V delay"
+
+    def __init__(self, extra_ms: float = 0.0) -> None:
+        self.extra = extra_ms / 1000.0
+        self.follow_camera = False
+        self.meter = DelayMeter()
+        self.fps = 25.0
+
+    def follow(self, camera) -> None:
+        """Take the frame times from `camera` (engine.sinks.virtualcam.VirtualCamSink) instead."""
+        camera.listeners.append(self.frame_shown)
+        self.follow_camera = True
+
+    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
+        self.fps = float(fps)
+
+    def write_frame(self, frame: Frame) -> None:
+        if not self.follow_camera:
+            self.frame_shown(frame, frame.out)
+
+    def frame_shown(self, frame: Frame, shown: float) -> None:
+        """A frame reached the viewer's side at monotonic time `shown`."""
+        self.meter.add(frame_delay(shown, frame, self.fps) + self.extra)
+
+    @property
+    def delay_ms(self) -> float | None:
+        d = self.meter.value
+        return None if d is None else 1e3 * d
+
+    def status(self) -> str:
+        d = self.delay_ms
+        return "" if d is None else f"video {d:.0f} ms behind the voice (OBS: set the microphone's Sync Offset to {d:.0f} ms)"
+
+
+class SyncedMicSink(AvDelaySink):
+    """Publishes the captured voice, delayed to the shown frames, on `output` (default: this OS's)."""
 
     name = "synced microphone"
 
-    def __init__(self, output: MicOutput | None = None, initial_delay: float = 0.2, extra_ms: float = 0.0,
-                 follow_camera: bool = False) -> None:
+    def __init__(self, output: MicOutput | None = None, initial_delay: float = 0.2, extra_ms: float = 0.0) -> None:
+        super().__init__(extra_ms)
         self.output = output
         self.initial_delay = initial_delay
-        self.extra = extra_ms / 1000.0
-        self.follow_camera = follow_camera
-        self.meter = DelayMeter()
         self.line = DelayLine(OUT_RATE, initial_delay)
-        self.fps = 25.0
         self._res_orig = None
         self._res_16k = None
-        self._pos = 0
         self._opened = False
 
     @property
@@ -347,7 +378,6 @@ class SyncedMicSink(SinkBase):
         import av
 
         self.fps = float(fps)
-        self._channels = channels
         self._res_orig = av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE)
         self._res_16k = av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE)
         self._rates = {"orig": sample_rate, "16k": SAMPLE_RATE}
@@ -382,13 +412,8 @@ class SyncedMicSink(SinkBase):
         parts = [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
-    def write_frame(self, frame: Frame) -> None:
-        if not self.follow_camera:
-            self.frame_shown(frame, frame.out)
-
     def frame_shown(self, frame: Frame, shown: float) -> None:
-        """A frame reached the viewer's side at monotonic time `shown` (called by the virtual camera)."""
-        self.meter.add(frame_delay(shown, frame, self.fps) + self.extra)
+        super().frame_shown(frame, shown)
         target = self.meter.value
         if target is not None:
             self.line.set_delay(target)
@@ -398,6 +423,10 @@ class SyncedMicSink(SinkBase):
         """The delay the voice is played with now (ms), None before any audio."""
         d = self.line.played_delay
         return None if d is None else 1e3 * d
+
+    def status(self) -> str:
+        d = self.delay_ms
+        return "" if d is None else f"synced microphone +{d:.0f} ms"
 
     def close(self) -> None:
         if self._opened and self.output is not None:

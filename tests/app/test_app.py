@@ -255,3 +255,27 @@ def test_view_model_alone_drives_the_engine(qtbot, settings, session_cache):
     qtbot.waitUntil(lambda: states[-1:] == ["stopped"], timeout=30_000)  # signals arrive queued, in order
     assert states == ["starting", "running", "stopping", "stopped"]
     vm.close()
+
+
+def test_synced_mic_toggle_publishes_the_delayed_voice(qtbot, make_window, settings, pulse):
+    """The Synced mic toggle creates 'talkcam Microphone' on the sound server, the status bar shows the delay
+    the voice is played with, and off removes the device."""
+    def sources() -> str:
+        return subprocess.run(["pactl", "list", "short", "sources"], env=pulse.env, capture_output=True,
+                              text=True).stdout
+
+    win = make_window()
+    win.vm.start()
+    _wait_frames(qtbot, win, 5)
+    assert "video" in win.vm.stats()["av"] and "Sync Offset" in win.vm.stats()["av"]  # the OBS offset meanwhile
+    win.synced_box.setChecked(True)
+    qtbot.waitUntil(lambda: win.vm.synced is not None, timeout=30_000)
+    assert "talkcam_synced_mic" in sources() and settings.synced_mic is True
+    qtbot.waitUntil(lambda: "synced microphone +" in win.status_perf.text(), timeout=15_000)
+    delay = float(win.status_perf.text().split("synced microphone +")[1].split(" ms")[0])
+    lat = win.vm.stats()["latency_ms_p50"]
+    # the video's delay (the last second's median, plus a frame: the 100-frame p50 may lag a changing load)
+    assert 0.5 * lat < delay < 2 * lat + 200, (delay, lat)
+    win.synced_box.setChecked(False)
+    qtbot.waitUntil(lambda: win.vm.synced is None, timeout=10_000)
+    assert "talkcam_synced_mic" not in sources() and settings.synced_mic is False
