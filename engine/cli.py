@@ -374,7 +374,9 @@ class Bench:
     chunked sampler with full CFG, and the teacher offline); --long-run-seconds 1000 adds a long run with
     memory sampled every 50 s. serial: session + renderer + refiner per chunk, one after the other.
     renderer: the renderer (+ refiner unless --no-refiner); refiner: the refiner alone per backend;
-    student: the streaming student session alone."""
+    student: the streaming student session alone. call: the avatar live between virtual devices (a private
+    PulseAudio server): speech bursts into a virtual microphone, the virtual camera and the synced microphone
+    read back, A/V offset from onsets on both sides and mic-to-frame latency."""
 
     stage: str = "pipeline"
     portrait: Path | None = None
@@ -407,12 +409,17 @@ class Bench:
         elif self.stage == "refiner":
             out = {"stage": "refiner", **bench_refiner(portrait, self.render, frames=self.frames,
                                                         cache_dir=self.common.avatar_cache()), **environment()}
+        elif self.stage == "call":
+            from engine.eval.callbench import bench_call
+
+            out = {**bench_call(portrait, self.render, self.session, cache_dir=self.common.avatar_cache()),
+                   **environment()}
         elif self.stage in ("student", "serial"):
             r = bench_stream(portrait, self.render if self.stage == "serial" else None, self.session, self.student,
                              frames=self.frames, cache_dir=self.common.avatar_cache())
             out = {"stage": self.stage, **dataclasses.asdict(r), **environment()}
         else:
-            raise ValueError(f"--stage is pipeline, serial, renderer, refiner or student, got {self.stage!r}")
+            raise ValueError(f"--stage is pipeline, call, serial, renderer, refiner or student, got {self.stage!r}")
         sys.stdout.write(json.dumps(out) + "\n")
         return 0
 

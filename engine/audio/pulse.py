@@ -189,6 +189,18 @@ class PulseStream:
         self._s.close()
 
 
+def alsa_pulse_pcm(name: str, source: str) -> str:
+    """ALSA configuration text for a PCM `name` that records from PulseAudio source `source` (how PortAudio,
+    which talks to ALSA on Linux, reaches a private server's virtual microphone)."""
+    return f"""
+pcm.{name} {{
+  type pulse
+  device "{source}"
+  hint {{ show on description "talkcam virtual microphone (PulseAudio)" }}
+}}
+"""
+
+
 class PrivatePulse:
     """A private PulseAudio daemon (no user session touched): a null sink `talkcam_speaker` (a virtual
     speaker) whose monitor is remapped as the source `talkcam_mic` (the virtual microphone a test plays

@@ -91,13 +91,9 @@ pcm.talkcam_file_raw {{
 }}
 """
     if pulse_source is not None:
-        text += f"""
-pcm.talkcam_vmic {{
-  type pulse
-  device "{pulse_source}"
-  hint {{ show on description "talkcam virtual microphone (PulseAudio)" }}
-}}
-"""
+        from engine.audio.pulse import alsa_pulse_pcm
+
+        text += alsa_pulse_pcm("talkcam_vmic", pulse_source)
     conf.write_text(text)
     return conf
 
