@@ -48,6 +48,7 @@ class Settings:
     vmc = property(lambda s: s._get("vmc", False, bool), lambda s, v: s._set("vmc", bool(v)))
     vmc_target = property(lambda s: s._get("vmc_target", "127.0.0.1:39539", str),
                           lambda s, v: s._set("vmc_target", str(v)))
+    latency = property(lambda s: s._get("latency", "standard", str), lambda s, v: s._set("latency", str(v)))
     synced_mic = property(lambda s: s._get("synced_mic", False, bool), lambda s, v: s._set("synced_mic", bool(v)))
     cam_backend = property(lambda s: s._get("cam_backend", "", str) or None, lambda s, v: s._set("cam_backend", v or ""))
     record_dir = property(lambda s: Path(s._get("record_dir", str(default_record_dir()), str)),

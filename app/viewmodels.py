@@ -130,6 +130,16 @@ class LevelSink(SinkBase):
         self.level_db = max(-90.0, 20 * np.log10(rms), self.level_db - fall)
 
 
+def _latency(mode: str):
+    from engine.runtime.config import Latency
+
+    try:
+        return Latency(mode)
+    except ValueError:
+        log.warning("Unknown latency setting %r: using standard", mode)
+        return Latency.STANDARD
+
+
 class SessionViewModel(QObject):
     """Start/stop, portrait, microphone, mute, virtual camera, recording, controls. Every call returns at
     once; the work happens on the engine thread and reports through the signals."""
@@ -218,8 +228,9 @@ class SessionViewModel(QObject):
                 self.message.emit(f"{LOADING} (the first start on a computer also prepares them for it once, "
                                   "which can take a minute)")
                 self.engine = AvatarEngine(RendererConfig(size=(size, size)), cache_dir=self.cache_dir)
-            # the slider and the style box as they are now (they may have changed while stopped)
+            # the slider, the style box and the latency as they are now (they may have changed while stopped)
             self.engine.session_config.guidance = self.settings.guidance
+            self.engine.session_config.latency = _latency(self.settings.latency)
             self.engine.style = self.settings.style
             portrait = Path(self.settings.portrait) if self.settings.portrait else paths.default_portrait()
             avatar = self.engine.avatar(portrait)
@@ -300,6 +311,13 @@ class SessionViewModel(QObject):
         self.settings.guidance = scale
         if self.pipeline is not None:
             self.pipeline.set_guidance(scale)
+
+    def set_latency(self, mode: str) -> None:
+        """Standard or low latency (engine.runtime.config.Latency): the session's chunk and lookahead, so it
+        applies at the next start."""
+        self.settings.latency = _latency(mode).value
+        if self.running:
+            self.message.emit("Latency: applies when you press Start again")
 
     def set_style(self, style: str) -> None:
         style = style.strip() or "speaking"

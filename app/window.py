@@ -183,6 +183,14 @@ class MainWindow(QMainWindow):
         self.guidance.setRange(10, 50)
         self.guidance.setValue(int(round(self.settings.guidance * 10)))
         self.guidance_label = QLabel(f"{self.settings.guidance:.1f}")
+        from engine.runtime.config import Latency
+
+        self.latency = QComboBox()
+        for mode, label in ((Latency.STANDARD, "Standard"), (Latency.LOW, "Low (less delay)")):
+            self.latency.addItem(label, mode.value)
+        self.latency.setCurrentIndex(max(0, self.latency.findData(self.settings.latency)))
+        self.latency.setToolTip("How long the avatar waits for your voice before it moves (docs/latency.md); "
+                                "applies at the next Start")
         self.style_edit = QLineEdit(self.settings.style)
         self.style_edit.setPlaceholderText('"speaking calmly", "singing", "excited"…')
         gl = QHBoxLayout()
@@ -200,6 +208,7 @@ class MainWindow(QMainWindow):
         xl.addRow("Lip-sync strength", gl)
         xl.addRow("Expression", expr)
         xl.addRow("Style", self.style_edit)
+        xl.addRow("Latency", self.latency)
 
         right = QVBoxLayout()
         for b in (pbox, mbox, cbox, xbox):
@@ -254,6 +263,7 @@ class MainWindow(QMainWindow):
         self.cam_fps.valueChanged.connect(lambda v: setattr(self.settings, "cam_fps", v))
         self.guidance.valueChanged.connect(self._guidance)
         self.style_edit.editingFinished.connect(lambda: vm.set_style(self.style_edit.text()))
+        self.latency.activated.connect(lambda i: vm.set_latency(self.latency.itemData(i)))
         for name, b in self.expr_buttons.items():
             b.clicked.connect(lambda _=False, n=name: vm.expression(n))
             QShortcut(QKeySequence(SHORTCUTS[name]), self, activated=lambda n=name: vm.expression(n))

@@ -535,6 +535,8 @@ class Eval:
 
     One clip: --audio FILE (any audio, or a video with sound) or --text TEXT (espeak-ng; phoneme ground
     truth), optionally --reference-video of the real speaker. A corpus: --corpus DIR (held-out clips).
+    Also `talkcam eval realism` (does an open mouth look real?) and `talkcam eval latency` (the latency
+    settings against lip sync).
     """
 
     portrait: Path | None = None
@@ -861,6 +863,37 @@ class EvalRealism:
         return 0
 
 
+@dataclass
+class EvalLatency:
+    """The latency trade-off: for each session chunk (1-3 frames) x audio lookahead (0-2 frames), the live
+    mic-to-frame latency (p50/p95, paced audio through the threaded pipeline) and the lip-sync correlation
+    with held-out real speakers (engine/eval/latency.py). Writes OUT/latency.md and OUT/latency.json."""
+
+    out: Path = Path("report/latency")
+    heldout: Path | None = None
+    """The held-out real corpus made by `talkcam data real` (its heldout/ folder); without it, latency only."""
+    real: Path = Path("../shared/data/real")
+    """The real-media folder the held-out corpus came from."""
+    lipsync_portrait: Path | None = None
+    """Portrait for the lip-sync renders (default: --portrait)."""
+    portrait: Path | None = None
+    """Portrait for the latency runs (default: the bundled one)."""
+    seconds: Annotated[float, Range(0, None)] = 12.0
+    """Seconds of paced audio per latency measurement (0: lip sync only)."""
+    rounds: Annotated[int, Range(1, 20)] = 3
+    """Latency measurements per setting (the median is reported)."""
+    max_seconds: Annotated[float, Range(1, None)] = 20.0
+    """Seconds of each held-out clip used for lip sync."""
+    common: Annotated[Common, Flat] = field(default_factory=Common)
+
+    def run(self) -> int:
+        from engine.eval.latency import run
+
+        run(self.out, self.seconds, self.rounds, self.heldout, self.real, self.portrait, self.lipsync_portrait,
+            self.max_seconds, cache_dir=self.common.avatar_cache())
+        return 0
+
+
 def _realism_portrait(spec: str, root: Path, work: Path) -> Path:
     """A portrait path from NAME, PATH or gray:NAME (a black-and-white copy written under `work`)."""
     name = spec[5:] if spec.startswith("gray:") else spec
@@ -919,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv[:2] == ["eval", "realism"]:
         cmd = tyro.cli(EvalRealism, args=argv[2:], prog="talkcam eval realism")
+    elif argv[:2] == ["eval", "latency"]:
+        cmd = tyro.cli(EvalLatency, args=argv[2:], prog="talkcam eval latency")
     elif argv and argv[0] in GROUPS:
         commands, text = GROUPS[argv[0]]
         cmd = tyro.extras.subcommand_cli_from_dict(commands, args=argv[1:], prog=f"talkcam {argv[0]}",
