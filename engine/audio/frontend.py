@@ -13,7 +13,7 @@ matching `FrontEnd`, used alike by training (corpus rows), offline rendering and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -75,6 +75,20 @@ class FrontEnd:
 
     def pad_rows(self, frames: int) -> np.ndarray:
         return np.full((frames * self.rows_per_frame, self.dim), self.pad, np.float32)
+
+    def with_geometry(self, chunk: int, lookahead: int) -> FrontEnd:
+        """This front end for a session whose chunk grid and feature lookahead (video frames) differ from the
+        model's (the low-latency mode, engine.runtime.config.Latency). Speech features are computed per chunk
+        with the lookahead inside the window, so both change; log-mel rows depend on neither, and have no
+        lookahead of their own to change."""
+        if self.kind == "speech":
+            if (chunk, lookahead) == (self.speech.chunk, self.speech.lookahead):
+                return self
+            return replace(self, lookahead=lookahead, speech=replace(self.speech, chunk=chunk, lookahead=lookahead))
+        if lookahead != self.lookahead:
+            raise ValueError(f"the {self.kind} front end has no lookahead of its own to change (asked for {lookahead}): "
+                             "only models reading speech features can run another lookahead")
+        return self
 
 
 def speech_settings(cfg: SpeechFeatureConfig | None) -> dict:

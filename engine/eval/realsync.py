@@ -63,14 +63,16 @@ def _load_source(what: str):
     return load_session_models(Path(folder)), flag != "novad"
 
 
-def _source_motion(source, audio: np.ndarray, n: int, shape: np.ndarray, steps: int) -> np.ndarray:
+def _source_motion(source, audio: np.ndarray, n: int, shape: np.ndarray, steps: int, **session) -> np.ndarray:
+    """A source's motion for a clip; a student streams through the live session (`session`: further
+    engine.runtime.config.SessionConfig fields, e.g. chunk, lookahead, seed)."""
     if source is None:
         return loudness_motion(audio, n)
     from engine.runtime.config import SessionConfig
     from engine.runtime.session import StudentSession
 
     models, gate = source
-    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=gate),
+    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=gate, **session),
                           schedule=models.schedule, shape=shape)
     mo = np.concatenate(list(sess.stream(audio, 640, n)))
     return mo[:n]
@@ -81,13 +83,26 @@ def closed_runs(mouth: np.ndarray, closed: float = CLOSED, run: int = 5) -> np.n
     return E.long_runs(np.nan_to_num(mouth, nan=1.0) < closed, run)
 
 
+def speaker_mouth(clip, real_root: Path, landmarker, n: int) -> np.ndarray:
+    """The real speaker's own mouth opening over a held-out clip's first `n` audio frames: the face mesh on
+    its video (`real_root` / the clip's source video), aligned by the offset the ingestion applied (NaN
+    where the video has no frame)."""
+    from engine.data.ingest import track_face
+    from engine.face.tracking import mouth_opening
+
+    src = clip.info["source"]
+    shift = int(src.get("shift") or 0)
+    tr = track_face(real_root / src["video"], landmarker, n + max(shift, 0) + 1, half=src.get("half"))
+    ref = mouth_opening(tr.landmarks)
+    ref = ref[shift:] if shift > 0 else np.concatenate([np.full(-shift, np.nan), ref])
+    return ref[:n]
+
+
 def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources: dict[str, str],
              config: EvalConfig | None = None, max_seconds: float = 20.0, noise_seconds: float = 10.0,
              cache_dir: Path | None = None) -> dict:
     """Score every source on every held-out clip (first `max_seconds` of each) and on white noise."""
     from engine.data.corpus import read_manifest, read_shard
-    from engine.data.ingest import track_face
-    from engine.face.tracking import mouth_opening
 
     cfg = config or EvalConfig(size=(256, 256))
     ev = Evaluator(cfg)
@@ -104,10 +119,7 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
         n = min(clip.frames, int(max_seconds * FPS))
         audio = clip.audio[: int(n / FPS * SAMPLE_RATE)]
         shift = int(src.get("shift") or 0)
-        tr = track_face(real_root / src["video"], ev.landmarker, n + max(shift, 0) + 1, half=src.get("half"))
-        ref = mouth_opening(tr.landmarks)
-        ref = ref[shift:] if shift > 0 else np.concatenate([np.full(-shift, np.nan), ref])
-        ref = ref[:n]
+        ref = speaker_mouth(clip, real_root, ev.landmarker, n)
         per = {"seconds": n / FPS, "language": clip.info.get("language", "?")}
         picks = _sheet_frames(ref)
         sheet = {"speaker": _video_frames(real_root / src["video"], picks, shift, src.get("half"))}

@@ -9,7 +9,9 @@ Student (`student_runner`, the chunk step with its KV cache as explicit inputs/o
   and TensorRT version.
 "auto" takes the best available (tensorrt on an NVIDIA GPU with TensorRT, else onnxruntime, else
 torch). Any failure (export, engine build, GPU out of memory, even mid-stream) falls back to the next
-one with the reason logged.
+one with the reason logged. The exported step has fixed chunk shapes: a session running shorter chunks
+than the model's (the low-latency mode) gets the same backend built for its chunk
+(`StudentBackend.for_chunk`: one more export, the first time).
 
 Refiner (`refiner_runner`): the network itself (torch) or an onnxruntime session over its export.
 ONNX exports are cached on disk by the weights' digest, so each runs once per model.
@@ -95,15 +97,17 @@ def available_student_backends(device: str = "cpu") -> list[str]:
     return out + ["torch"]
 
 
-def _student_onnx(student, steps: int, folder: Path) -> Path:
+def _student_onnx(student, steps: int, folder: Path, chunk: int | None = None) -> Path:
     from engine.runtime.export import export_student_step
 
-    return _cached_onnx(folder / f"student-{_digest(student)}-s{steps}.onnx",
-                        lambda tmp: export_student_step(student, tmp, steps))
+    other = chunk is not None and chunk != student.config.chunk  # a low-latency session's chunk: its own file
+    return _cached_onnx(folder / f"student-{_digest(student)}-s{steps}{f'-c{chunk}' if other else ''}.onnx",
+                        lambda tmp: export_student_step(student, tmp, steps, chunk=chunk))
 
 
-def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
-    """The chunk-step callable for one backend (raises when it cannot be made)."""
+def _student_fn(student, backend: str, steps: int, folder: Path, threads: int, chunk: int | None = None):
+    """The chunk-step callable for one backend (raises when it cannot be made), for chunks of `chunk` frames
+    (default: the model's)."""
     from engine.runtime.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
 
     dev = next(student.parameters()).device
@@ -112,7 +116,7 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
         if dev.type == "cuda":
             return torch.compile(step, mode="reduce-overhead", fullgraph=True)
         return step
-    onnx_file = _student_onnx(student, steps, folder)
+    onnx_file = _student_onnx(student, steps, folder, chunk)
     if backend == "onnxruntime":
         from engine.runtime.export import onnx_session
 
@@ -138,7 +142,7 @@ class StudentBackend:
     the next one; the cache tensors passed in are unchanged by a failed call, so the stream continues."""
 
     def __init__(self, student, backend: str = "auto", steps: int = 1, cache_dir: Path | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, chunk: int | None = None) -> None:
         from engine import paths
 
         if backend not in STUDENT_BACKENDS:
@@ -154,6 +158,9 @@ class StudentBackend:
                              + ("TensorRT needs an NVIDIA GPU and the tensorrt package" if backend == "tensorrt"
                                 else "pip install onnxruntime"))
         self.student, self.steps, self.threads = student, steps, threads
+        self.chunk = int(chunk or student.config.chunk)
+        """Frames per chunk the step takes (the exported graphs have fixed chunk shapes)."""
+        self._siblings: dict[int, StudentBackend] = {self.chunk: self}
         self.folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "onnx"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.order = order
@@ -166,7 +173,7 @@ class StudentBackend:
         while self.order:
             name = self.order.pop(0)
             try:
-                self.fn = _student_fn(self.student, name, self.steps, self.folder, self.threads)
+                self.fn = _student_fn(self.student, name, self.steps, self.folder, self.threads, self.chunk)
             except Exception as exc:  # try the next backend, and say why
                 log.warning("Student backend %s unavailable (%s: %s); trying the next one", name, type(exc).__name__, exc)
                 self.fallbacks.append(f"{name}: {exc}")
@@ -177,6 +184,16 @@ class StudentBackend:
             log.info("Student backend: %s", name)
             return
         raise RuntimeError(f"no student backend works: {'; '.join(self.fallbacks)}")
+
+    def for_chunk(self, chunk: int) -> StudentBackend:
+        """The same backend for chunks of `chunk` frames (a low-latency session's): built once (an ONNX export
+        the first time, cached on disk like the model's own), starting from the backend this one runs on."""
+        if chunk not in self._siblings:
+            log.info("Student step for chunks of %d frames (%s)", chunk, self.name)
+            sib = StudentBackend(self.student, self.name, self.steps, self.folder, self.threads, chunk)
+            sib._siblings = self._siblings
+            self._siblings[chunk] = sib
+        return self._siblings[chunk]
 
     def __call__(self, *args):
         while True:

@@ -82,10 +82,11 @@ class OnnxRefiner:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16) -> Path:
+def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16, chunk: int | None = None) -> Path:
     """Write the student's chunk step (engine.runtime.student_step.StudentStep: `steps` denoising passes +
     the commit) as one ONNX file, the KV cache as explicit inputs and outputs; the batch of streams is
-    dynamic, cache sizes come from the model's config."""
+    dynamic, cache sizes come from the model's config. The step takes chunks of `chunk` frames (default: the
+    model's; a low-latency session runs shorter ones, engine.runtime.config.Latency)."""
     from engine.models.sampling import conditions_for
     from engine.runtime.student_step import CACHE_NAMES, INPUT_NAMES, OUTPUT_NAMES, StepCache, StudentStep
 
@@ -96,7 +97,7 @@ def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16
     step = StudentStep(st, steps).eval()
     cache = st.new_cache(conditions_for(st, torch.zeros(1, 1, st.config.dim, device=dev)))
     t = StepCache.from_cache(cache).tensors
-    n = st.config.chunk
+    n = chunk or st.config.chunk
     args = (torch.zeros(1, n, st.config.motion_dim, device=dev), torch.zeros(1, n, st.config.dim, device=dev),
             torch.ones(1, device=dev), torch.tensor([float(st.config.sink_frames + 5)], device=dev), cache.fused,
             cache.prefix_k, cache.prefix_v, *(t[k] for k in CACHE_NAMES))

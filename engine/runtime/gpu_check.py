@@ -209,17 +209,16 @@ class ReplaySession(StudentSession):
         super().__init__(*args, **kwargs)
 
     def _init_mel(self, encoder) -> None:
-        from engine.audio.frontend import front_end
         from engine.audio.speech import StreamingSpeechFeatures
         from engine.models.conditions import N_CONTROLS
 
-        front = front_end(encoder.config)
+        front = self._front_end(encoder)
         if front.kind != "speech":
             super()._init_mel(encoder)
             return
         # as MelChunker._init_mel, with the front end's encoder given
         self.past, self.lookahead = encoder.context()
-        self.audio_lookahead = encoder.audio_lookahead
+        self.audio_lookahead = self.lookahead + front.lookahead
         self.front = front
         self.mpf = front.rows_per_frame
         self.n_mels = front.dim

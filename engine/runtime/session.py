@@ -4,6 +4,10 @@ This is the one path from sound to motion used live (microphone), by `talkcam re
 as possible) and by the evaluation of the student. Per chunk of k frames it needs the audio up to the
 chunk's end plus the audio encoder's lookahead, so the algorithmic latency is k + lookahead frames.
 
+Chunk and lookahead are the model's by default; `SessionConfig.latency` / `chunk` / `lookahead` run a
+speech-feature student on shorter ones (the low-latency mode, docs/latency.md): the session generates
+chunks of that many frames, and the speech features and voice-activity flags read only that lookahead.
+
 State: the student's cache (sink + sliding window, `engine.models.student.StudentCache`), the log-mel
 front end, a short motion history for the tail correction, the current controls. `set_identity`
 switches portrait or style mid-stream; `reset` starts the motion afresh; `finish` flushes the end of a
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from engine import motion as M
-from engine.audio.frontend import front_end
+from engine.audio.frontend import FrontEnd, front_end
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
 from engine.models.sampling import GuidanceSchedule, conditions_for, tail_correct
 from engine.models.student import MotionStudent
@@ -49,17 +53,32 @@ class MelChunker:
     """The audio side of a streaming motion session, shared by the student and the benchmark's baseline
     (engine.eval.baselines): samples -> log-mel rows (`StreamingLogMel`) -> `_chunk(n)` as soon as a
     chunk's audio plus the encoder's lookahead is in; `finish` pads the end with silence; frame controls
-    held until released. A subclass sets `chunk` and `motion_dim`, calls `_init_mel(encoder)`, and
-    implements `_chunk(n)` (which advances `_frame`), reading the encoder's input with `_mel_rows` and
-    dropping rows no chunk needs any more with `_drop_mel_before`."""
+    held until released. A subclass sets `chunk` and `motion_dim` (and `session_lookahead` to run another
+    lookahead than the encoder's), calls `_init_mel(encoder)`, and implements `_chunk(n)` (which advances
+    `_frame`), reading the encoder's input with `_mel_rows` and dropping rows no chunk needs any more with
+    `_drop_mel_before`."""
 
     chunk: int
     motion_dim: int
+    session_lookahead: int | None = None
+    """Video frames of audio after a chunk's last frame that the session waits for (None: the encoder's
+    own, `encoder.audio_lookahead`)."""
+
+    def _front_end(self, encoder) -> FrontEnd:
+        """The encoder's front end on the session's chunk grid (`chunk`) and lookahead (`session_lookahead`:
+        what the encoder's convolutions do not read ahead, the speech features' window does)."""
+        front = front_end(encoder.config)
+        la = encoder.audio_lookahead if self.session_lookahead is None else self.session_lookahead
+        conv = encoder.context()[1]
+        if la < conv:
+            raise ValueError(f"lookahead {la} is shorter than the audio encoder's own ({conv} frames): "
+                             "this model cannot run it")
+        return front.with_geometry(self.chunk, la - conv)
 
     def _init_mel(self, encoder) -> None:
         self.past, self.lookahead = encoder.context()
-        self.audio_lookahead = encoder.audio_lookahead  # incl. the speech features' own window lookahead
-        self.front = front_end(encoder.config)
+        self.front = self._front_end(encoder)
+        self.audio_lookahead = self.lookahead + self.front.lookahead  # incl. the speech features' window lookahead
         self.mpf = self.front.rows_per_frame
         self.n_mels = self.front.dim
         self.mel_front = self.front.streaming()
@@ -186,7 +205,8 @@ class SpeechGate:
 
 class StudentSession(MelChunker):
     """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
-    (engine.motion units)."""
+    (engine.motion units). Chunk and lookahead: `config.geometry(...)` (the model's unless the latency preset
+    or explicit values say otherwise); feature rows pushed with `push_mel` must come from `self.front`."""
 
     def __init__(self, student: MotionStudent, config: SessionConfig | None = None,
                  corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
@@ -199,12 +219,22 @@ class StudentSession(MelChunker):
             raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
         self.corrector = corrector.eval() if corrector is not None and cfg.tail_forcing else None
         self.schedule = schedule
-        self.chunk = student.config.chunk
+        self.chunk, self.session_lookahead = cfg.geometry(student.config.chunk, student.audio_encoder.audio_lookahead)
+        if self.chunk > student.config.window:
+            raise ValueError(f"chunk {self.chunk} is longer than the student's window ({student.config.window} frames)")
         self.motion_dim = student.config.motion_dim
         self.device = next(student.parameters()).device
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.g = torch.tensor([float(cfg.guidance)], device=self.device)
         self._init_mel(student.audio_encoder)
+        self._step_chunk = student.config.chunk  # chunk size the backend's step takes (fixed shapes)
+        if step is not None and self.chunk != student.config.chunk:
+            if hasattr(step, "for_chunk"):  # a StudentBackend: the same backend, built for this chunk
+                self.step = step.for_chunk(self.chunk)
+                self._step_chunk = self.chunk
+            else:
+                log.info("Session chunk %d differs from the model's %d: the student runs in torch (the step takes "
+                         "chunks of %d only)", self.chunk, student.config.chunk, student.config.chunk)
         self.gate = SpeechGate(self.audio_lookahead) if cfg.voice_activity else None
         self.shape, self.style = shape, style
         self.cache = student.new_cache(self._identity())
@@ -267,7 +297,7 @@ class StudentSession(MelChunker):
             t_audio = self.corrector.audio_encoder(mel)
             if a > 0 and self._chunks % self.config.tail_every == 0:
                 correct = lambda x: self._correct(x, t_audio, ctrl, cmask)  # noqa: E731
-        if self.step is not None and correct is None and self.corrector is None and n == st.config.chunk:
+        if self.step is not None and correct is None and self.corrector is None and n == self._step_chunk:
             if self._runner is None:
                 from engine.runtime.student_step import StepRunner
 
