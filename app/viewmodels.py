@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.settings import Settings, user_portraits_dir
 from engine import paths
-from engine.runtime.pipeline import SinkBase
+from engine.sinks.base import SinkBase
 
 log = logging.getLogger(__name__)
 

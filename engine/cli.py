@@ -20,7 +20,6 @@ from engine.data.animator import AnimatorConfig
 from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
 from engine.eval.evaluate import EvalConfig
-from engine.eval.refiner import RefinerEvalConfig
 from engine.face.image import PortraitError
 from engine.limits import Range, validate
 from engine.logs import setup_logging
@@ -31,6 +30,7 @@ from engine.sinks.virtualcam import VirtualCamError
 from engine.sinks.vmc import VmcError
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
+from engine.train.refiner_eval import RefinerEvalConfig
 
 log = logging.getLogger("talkcam")
 
@@ -263,8 +263,8 @@ class Export:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
+        from engine.backends.export import export_refiner, export_student_step
         from engine.models.loading import load_refiner, load_student
-        from engine.runtime.export import export_refiner, export_student_step
 
         if self.steps not in (1, 2, 4):
             raise ValueError(f"--steps is 1, 2 or 4, got {self.steps}")
@@ -272,7 +272,7 @@ class Export:
                                      self.steps),
                  export_refiner(load_refiner(paths.refiner_dir()), self.out / "refiner.onnx")]
         if self.tensorrt:
-            from engine.runtime.tensorrt import build_engine
+            from engine.backends.tensorrt import build_engine
 
             files += [build_engine(f, self.out / "tensorrt") for f in files]
         for f in files:
@@ -771,7 +771,7 @@ class RefinerEval:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.refiner import evaluate_refiner
+        from engine.train.refiner_eval import evaluate_refiner
 
         evaluate_refiner(self.eval)
         log.info("Report: %s\n%s", self.eval.out / "refiner_eval.md", (self.eval.out / "refiner_eval.md").read_text())

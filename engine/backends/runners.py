@@ -1,11 +1,11 @@
 """Runtime backends for the networks the live path runs per chunk and per frame.
 
 Student (`student_runner`, the chunk step with its KV cache as explicit inputs/outputs,
-`engine.runtime.student_step`):
+`engine.models.student_step`):
 - `torch`: eager; on CUDA compiled with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs;
 - `onnxruntime`: the exported step on the CPU (or CUDA) execution provider (7x faster than eager on a
   2-core CPU: 2.0 against 13.3 ms per chunk);
-- `tensorrt`: an FP16 engine built from the same ONNX file (`engine.runtime.tensorrt`), cached per GPU
+- `tensorrt`: an FP16 engine built from the same ONNX file (`engine.backends.tensorrt`), cached per GPU
   and TensorRT version.
 "auto" takes the best available (tensorrt on an NVIDIA GPU with TensorRT, else onnxruntime, else
 torch). Any failure (export, engine build, GPU out of memory, even mid-stream) falls back to the next
@@ -63,7 +63,7 @@ def refiner_runner(net, backend: str = "auto", cache_dir: Path | None = None, th
                              "onnxruntime)") from exc
         return net
     from engine import paths
-    from engine.runtime.export import OnnxRefiner, export_refiner
+    from engine.backends.export import OnnxRefiner, export_refiner
 
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "onnx"
     try:
@@ -96,7 +96,7 @@ def available_student_backends(device: str = "cpu") -> list[str]:
 
 
 def _student_onnx(student, steps: int, folder: Path) -> Path:
-    from engine.runtime.export import export_student_step
+    from engine.backends.export import export_student_step
 
     return _cached_onnx(folder / f"student-{_digest(student)}-s{steps}.onnx",
                         lambda tmp: export_student_step(student, tmp, steps))
@@ -104,7 +104,7 @@ def _student_onnx(student, steps: int, folder: Path) -> Path:
 
 def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
     """The chunk-step callable for one backend (raises when it cannot be made)."""
-    from engine.runtime.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
+    from engine.models.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
 
     dev = next(student.parameters()).device
     if backend == "torch":
@@ -114,7 +114,7 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
         return step
     onnx_file = _student_onnx(student, steps, folder)
     if backend == "onnxruntime":
-        from engine.runtime.export import onnx_session
+        from engine.backends.export import onnx_session
 
         sess = onnx_session(onnx_file, threads or torch.get_num_threads(), cuda=dev.type == "cuda")
 
@@ -124,7 +124,7 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int):
 
         return run
     if backend == "tensorrt":
-        from engine.runtime.tensorrt import TrtModule, build_engine
+        from engine.backends.tensorrt import TrtModule, build_engine
 
         if dev.type != "cuda":
             raise RuntimeError("TensorRT needs the student on an NVIDIA GPU")
