@@ -205,6 +205,18 @@ class SessionViewModel(QObject):
         s["av"] = av.status() if av is not None else ""
         return s
 
+    def microphones(self) -> tuple[list[str], str]:
+        """The input devices' names (enumerated afresh while stopped, so hot-plugged ones appear) and what went
+        wrong, if anything ("" when nothing did)."""
+        from engine.audio.mic import MicError, list_microphones, rescan
+
+        try:
+            if self.state == "stopped":
+                rescan()
+            return [m.name for m in list_microphones()], ""
+        except MicError as exc:
+            return [], str(exc)
+
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Block until the engine thread has done what was asked (tests)."""
         self._worker.submit(lambda: None).result(timeout)

@@ -335,17 +335,13 @@ class MainWindow(QMainWindow):
     # -- microphone -----------------------------------------------------------------------------
     def refresh_mics(self) -> None:
         """The device list (on start-up and whenever the stream is stopped: hot-plugged devices appear)."""
-        from engine.audio.mic import MicError, list_microphones, rescan
-
         self.mic_combo.clear()
         self.mic_combo.addItem("System default", "")
-        try:
-            if self.vm.state == "stopped":
-                rescan()
-            for m in list_microphones():
-                self.mic_combo.addItem(m.name, m.name)
-        except MicError as exc:
-            self.statusBar().showMessage(str(exc), 10000)
+        names, problem = self.vm.microphones()
+        for name in names:
+            self.mic_combo.addItem(name, name)
+        if problem:
+            self.statusBar().showMessage(problem, 10000)
         i = self.mic_combo.findData(self.settings.mic)
         self.mic_combo.setCurrentIndex(max(0, i))
 
