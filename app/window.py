@@ -269,8 +269,8 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(SHORTCUTS[name]), self, activated=lambda n=name: vm.expression(n))
         vm.stateChanged.connect(self._state)
         vm.error.connect(self.show_error)
-        # the loading note stays until the start is over (`_state` clears it; the first start can take a minute)
-        vm.message.connect(lambda m: self.statusBar().showMessage(m, 0 if m.startswith(LOADING) else 8000))
+        vm.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        vm.loading.connect(self._loading)
         vm.recordingChanged.connect(self._recording)
         vm.virtualcamChanged.connect(self._virtualcam)
         vm.vmcChanged.connect(self._vmc)
@@ -346,10 +346,15 @@ class MainWindow(QMainWindow):
         self.mic_combo.setCurrentIndex(max(0, i))
 
     # -- reactions ------------------------------------------------------------------------------
+    def _loading(self, on: bool) -> None:
+        """The loading note stays until the models are in (the first start can take a minute)."""
+        if on:
+            self.statusBar().showMessage(LOADING)
+        elif self.statusBar().currentMessage() == LOADING:
+            self.statusBar().clearMessage()
+
     def _state(self, state: str) -> None:
         running = state == "running"
-        if state != "starting" and self.statusBar().currentMessage().startswith(LOADING):
-            self.statusBar().clearMessage()  # the start is over
         self.start_btn.setText({"running": "Stop", "starting": "Starting…", "stopping": "Stopping…"}.get(state, "Start"))
         self.start_btn.setEnabled(state in ("running", "stopped"))
         self.record_btn.setEnabled(running)
