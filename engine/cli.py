@@ -378,7 +378,7 @@ class Bench:
     PulseAudio server): speech bursts into a virtual microphone, the virtual camera and the synced microphone
     read back, A/V offset from onsets on both sides and mic-to-frame latency."""
 
-    stage: str = "pipeline"
+    stage: Literal["pipeline", "call", "serial", "renderer", "refiner", "student"] = "pipeline"
     portrait: Path | None = None
     frames: Annotated[int, Range(1, None)] = 250
     student: Path | None = None

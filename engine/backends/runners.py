@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
+from engine.backends import REFINER_BACKENDS, STUDENT_BACKENDS
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-STUDENT_BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = REFINER_BACKENDS
 
 
 def _digest(net: torch.nn.Module) -> str:

@@ -31,6 +31,7 @@ from scipy.spatial import Delaunay
 from torch import nn
 
 from engine import motion as M
+from engine.backends import RefinerBackendName
 from engine.face import FramedAvatar
 from engine.face import topology as T
 from engine.limits import Range
@@ -59,7 +60,7 @@ class RendererConfig:
     so the renderer's own output is what looks most real today; --refiner turns it on, for comparison."""
     refiner_model: Path | None = None
     """Refiner folder (default: the shipped one, assets/models/refiner)."""
-    refiner_backend: str = "auto"
+    refiner_backend: RefinerBackendName = "auto"
     """Run the refiner with torch or onnxruntime (auto: onnxruntime when installed, else torch)."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from engine.backends import StudentBackendName
 from engine.limits import Range
 
 
@@ -29,6 +30,6 @@ class SessionConfig:
     """Close the mouth where the voice-activity detector (silero-vad) hears no speech: silence, breathing,
     background noise. Applies to audio pushed as samples (live, render); off for precomputed feature rows."""
     seed: int = 0
-    backend: str = "auto"
+    backend: StudentBackendName = "auto"
     """Where the student runs: auto (best available: tensorrt on an NVIDIA GPU, else onnxruntime, else torch),
     torch, onnxruntime or tensorrt. A backend that fails falls back to the next, with the reason logged."""

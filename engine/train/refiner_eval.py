@@ -98,7 +98,7 @@ class _Both:
 
 def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, int], identity, every: int) -> dict:
     """Play a real video's held-out range from its first frame (the 'portrait'); compare with the real frames."""
-    from engine.data.corpus import FPS
+    from engine.audio.io import FPS
     from engine.data.ingest import video_frames
     from engine.face.landmarks import FaceLandmarker
     from engine.face.tracking import track
