@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.settings import Settings, user_portraits_dir
 from engine import paths
-from engine.runtime.pipeline import SinkBase
+from engine.sinks.base import SinkBase
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,18 @@ EXPRESSIONS: dict[str, list[tuple[float, dict[str, float | None]]]] = {
 }
 LABELS = {"smile": "Smile", "blink": "Blink", "look left": "← Look", "look right": "Look →", "nod": "Nod",
           "neutral": "Neutral"}
-LOADING = "Loading the avatar models…"  # the status-bar note while the first start prepares them
+LOADING = ("Loading the avatar models… (the first start on a computer also prepares them for it once, which can "
+           "take a minute)")
+"""The status-bar note while `loading` is on."""
+
+
+class SessionState(str, Enum):
+    """Where the live session is (`SessionViewModel.stateChanged`)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
 
 SHORTCUTS = {"smile": "S", "blink": "B", "look left": "Left", "look right": "Right", "nod": "N", "neutral": "0"}
 
@@ -144,7 +156,8 @@ class SessionViewModel(QObject):
     """Start/stop, portrait, microphone, mute, virtual camera, recording, controls. Every call returns at
     once; the work happens on the engine thread and reports through the signals."""
 
-    stateChanged = Signal(str)  # stopped, starting, running, stopping
+    stateChanged = Signal(str)  # a SessionState
+    loading = Signal(bool)  # the models are being loaded (the first start can take a minute)
     error = Signal(str)
     message = Signal(str)  # for the status bar (microphone lost/back, recording saved, ...)
     recordingChanged = Signal(bool, str)
@@ -158,7 +171,7 @@ class SessionViewModel(QObject):
         self.settings = settings
         self.cache_dir = cache_dir
         self.source_factory = source_factory  # tests: a file played as the microphone
-        self.state = "stopped"
+        self.state = SessionState.STOPPED
         self.engine = None
         self.pipeline = None
         self.source = None
@@ -182,13 +195,13 @@ class SessionViewModel(QObject):
                 self.error.emit(str(exc))
         return self._worker.submit(run)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: SessionState) -> None:
         self.state = state
         self.stateChanged.emit(state)
 
     @property
     def running(self) -> bool:
-        return self.state == "running"
+        return self.state == SessionState.RUNNING
 
     def latest_frame(self):
         return self.bus.latest() if self.bus is not None else None
@@ -205,15 +218,27 @@ class SessionViewModel(QObject):
         s["av"] = av.status() if av is not None else ""
         return s
 
+    def microphones(self) -> tuple[list[str], str]:
+        """The input devices' names (enumerated afresh while stopped, so hot-plugged ones appear) and what went
+        wrong, if anything ("" when nothing did)."""
+        from engine.audio.mic import MicError, list_microphones, rescan
+
+        try:
+            if self.state == SessionState.STOPPED:
+                rescan()
+            return [m.name for m in list_microphones()], ""
+        except MicError as exc:
+            return [], str(exc)
+
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Block until the engine thread has done what was asked (tests)."""
         self._worker.submit(lambda: None).result(timeout)
 
     # -- start / stop ---------------------------------------------------------------------------
     def start(self) -> None:
-        if self.state != "stopped":
+        if self.state != SessionState.STOPPED:
             return
-        self._set_state("starting")
+        self._set_state(SessionState.STARTING)
         self._submit(self._start)
 
     def _start(self) -> None:
@@ -225,9 +250,11 @@ class SessionViewModel(QObject):
         try:
             size = self.settings.size
             if self.engine is None or self.engine.render_config.size != (size, size):
-                self.message.emit(f"{LOADING} (the first start on a computer also prepares them for it once, "
-                                  "which can take a minute)")
-                self.engine = AvatarEngine(RendererConfig(size=(size, size)), cache_dir=self.cache_dir)
+                self.loading.emit(True)
+                try:
+                    self.engine = AvatarEngine(RendererConfig(size=(size, size)), cache_dir=self.cache_dir)
+                finally:
+                    self.loading.emit(False)
             # the slider, the style box and the latency as they are now (they may have changed while stopped)
             self.engine.session_config.guidance = self.settings.guidance
             self.engine.session_config.latency = _latency(self.settings.latency)
@@ -245,9 +272,9 @@ class SessionViewModel(QObject):
             self.pipeline.muted = self.settings.muted
             self.pipeline.start()
         except Exception:
-            self._set_state("stopped")
+            self._set_state(SessionState.STOPPED)
             raise
-        self._set_state("running")
+        self._set_state(SessionState.RUNNING)
         self.portraitChanged.emit(str(portrait))
         if self.settings.virtualcam:
             self._set_virtualcam(True)
@@ -260,9 +287,9 @@ class SessionViewModel(QObject):
         self.message.emit(message)
 
     def stop(self) -> None:
-        if self.state != "running":
+        if self.state != SessionState.RUNNING:
             return
-        self._set_state("stopping")
+        self._set_state(SessionState.STOPPING)
         self._submit(self._stop)
 
     def _stop(self) -> None:
@@ -278,12 +305,12 @@ class SessionViewModel(QObject):
                 pipe.stop()
                 pipe.join()  # raises a stage's error: reported as the one dialog
         finally:
-            self._set_state("stopped")
+            self._set_state(SessionState.STOPPED)
 
     def _check_pipeline(self) -> None:
         """GUI timer: a pipeline that ended by itself (an error in a stage) is stopped and reported."""
-        if self.state == "running" and self.pipeline is not None and not self.pipeline.running:
-            self._set_state("stopping")
+        if self.state == SessionState.RUNNING and self.pipeline is not None and not self.pipeline.running:
+            self._set_state(SessionState.STOPPING)
             self._submit(self._stop)
 
     def poll(self) -> None:
@@ -446,7 +473,7 @@ class SessionViewModel(QObject):
         return time.monotonic() - self.record_started if self.recorder is not None else 0.0
 
     def close(self) -> None:
-        if self.state in ("running", "starting"):
+        if self.state in (SessionState.RUNNING, SessionState.STARTING):
             self._worker.submit(lambda: None).result(120)
             if self.pipeline is not None:
                 self._stop()

@@ -269,8 +269,8 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(SHORTCUTS[name]), self, activated=lambda n=name: vm.expression(n))
         vm.stateChanged.connect(self._state)
         vm.error.connect(self.show_error)
-        # the loading note stays until the start is over (`_state` clears it; the first start can take a minute)
-        vm.message.connect(lambda m: self.statusBar().showMessage(m, 0 if m.startswith(LOADING) else 8000))
+        vm.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        vm.loading.connect(self._loading)
         vm.recordingChanged.connect(self._recording)
         vm.virtualcamChanged.connect(self._virtualcam)
         vm.vmcChanged.connect(self._vmc)
@@ -335,25 +335,26 @@ class MainWindow(QMainWindow):
     # -- microphone -----------------------------------------------------------------------------
     def refresh_mics(self) -> None:
         """The device list (on start-up and whenever the stream is stopped: hot-plugged devices appear)."""
-        from engine.audio.mic import MicError, list_microphones, rescan
-
         self.mic_combo.clear()
         self.mic_combo.addItem("System default", "")
-        try:
-            if self.vm.state == "stopped":
-                rescan()
-            for m in list_microphones():
-                self.mic_combo.addItem(m.name, m.name)
-        except MicError as exc:
-            self.statusBar().showMessage(str(exc), 10000)
+        names, problem = self.vm.microphones()
+        for name in names:
+            self.mic_combo.addItem(name, name)
+        if problem:
+            self.statusBar().showMessage(problem, 10000)
         i = self.mic_combo.findData(self.settings.mic)
         self.mic_combo.setCurrentIndex(max(0, i))
 
     # -- reactions ------------------------------------------------------------------------------
+    def _loading(self, on: bool) -> None:
+        """The loading note stays until the models are in (the first start can take a minute)."""
+        if on:
+            self.statusBar().showMessage(LOADING)
+        elif self.statusBar().currentMessage() == LOADING:
+            self.statusBar().clearMessage()
+
     def _state(self, state: str) -> None:
         running = state == "running"
-        if state != "starting" and self.statusBar().currentMessage().startswith(LOADING):
-            self.statusBar().clearMessage()  # the start is over
         self.start_btn.setText({"running": "Stop", "starting": "Starting…", "stopping": "Stopping…"}.get(state, "Start"))
         self.start_btn.setEnabled(state in ("running", "stopped"))
         self.record_btn.setEnabled(running)

@@ -20,7 +20,6 @@ from engine.data.animator import AnimatorConfig
 from engine.data.build import BuildConfig
 from engine.data.tts import TTSConfig, TTSError
 from engine.eval.evaluate import EvalConfig
-from engine.eval.refiner import RefinerEvalConfig
 from engine.face.image import PortraitError
 from engine.limits import Range, validate
 from engine.logs import setup_logging
@@ -31,6 +30,7 @@ from engine.sinks.virtualcam import VirtualCamError
 from engine.sinks.vmc import VmcError
 from engine.train.config import CalibrateConfig, DistillConfig, RefinerTrainConfig, TeacherTrainConfig
 from engine.train.refiner_data import RefinerDataConfig
+from engine.train.refiner_eval import RefinerEvalConfig
 
 log = logging.getLogger("talkcam")
 
@@ -263,8 +263,8 @@ class Export:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
+        from engine.backends.export import export_refiner, export_student_step
         from engine.models.loading import load_refiner, load_student
-        from engine.runtime.export import export_refiner, export_student_step
 
         if self.steps not in (1, 2, 4):
             raise ValueError(f"--steps is 1, 2 or 4, got {self.steps}")
@@ -272,7 +272,7 @@ class Export:
                                      self.steps),
                  export_refiner(load_refiner(paths.refiner_dir()), self.out / "refiner.onnx")]
         if self.tensorrt:
-            from engine.runtime.tensorrt import build_engine
+            from engine.backends.tensorrt import build_engine
 
             files += [build_engine(f, self.out / "tensorrt") for f in files]
         for f in files:
@@ -378,7 +378,7 @@ class Bench:
     PulseAudio server): speech bursts into a virtual microphone, the virtual camera and the synced microphone
     read back, A/V offset from onsets on both sides and mic-to-frame latency."""
 
-    stage: str = "pipeline"
+    stage: Literal["pipeline", "call", "serial", "renderer", "refiner", "student"] = "pipeline"
     portrait: Path | None = None
     frames: Annotated[int, Range(1, None)] = 250
     student: Path | None = None
@@ -771,7 +771,7 @@ class RefinerEval:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.eval.refiner import evaluate_refiner
+        from engine.train.refiner_eval import evaluate_refiner
 
         evaluate_refiner(self.eval)
         log.info("Report: %s\n%s", self.eval.out / "refiner_eval.md", (self.eval.out / "refiner_eval.md").read_text())
@@ -943,6 +943,10 @@ def _unknown_command(argv: list[str]) -> str | None:
     return f"Unknown command {prefix}{word}.{hint} Commands: {', '.join(names)}."
 
 
+TYRO = (tyro.conf.EnumChoicesFromValues,)
+"""Enums on the command line by their values (`--latency low`)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     unknown = _unknown_command(argv)
@@ -951,17 +955,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", unknown)
         return 2
     if argv[:2] == ["eval", "realism"]:
-        cmd = tyro.cli(EvalRealism, args=argv[2:], prog="talkcam eval realism")
+        cmd = tyro.cli(EvalRealism, args=argv[2:], prog="talkcam eval realism", config=TYRO)
     elif argv[:2] == ["eval", "latency"]:
-        cmd = tyro.cli(EvalLatency, args=argv[2:], prog="talkcam eval latency")
+        cmd = tyro.cli(EvalLatency, args=argv[2:], prog="talkcam eval latency", config=TYRO)
     elif argv and argv[0] in GROUPS:
         commands, text = GROUPS[argv[0]]
         cmd = tyro.extras.subcommand_cli_from_dict(commands, args=argv[1:], prog=f"talkcam {argv[0]}",
-                                                   description=text)
+                                                   description=text, config=TYRO)
     else:
         cmd = tyro.extras.subcommand_cli_from_dict(
             {**COMMANDS, **{g: _Group for g in GROUPS}}, args=argv, prog="talkcam",
-            description="talkcam: a live talking avatar from one portrait.")
+            description="talkcam: a live talking avatar from one portrait.", config=TYRO)
     setup_logging(cmd.common.log_level, paths.log_dir())
     try:
         validate(cmd)  # numeric ranges, before any work starts

@@ -6,7 +6,7 @@
 #   bash installers/gpu-check.sh --device cpu --out /tmp/gc     # dry run on a CPU: short, proves the plumbing
 #
 # Options: --dir DIR (prepared folder, default .gpucheck or $GPUCHECK_DIR); --out DIR (default $OUT, else
-# DIR/out); anything else goes to `python -m engine.runtime.gpu_check prepare|run` (e.g. --dry-run,
+# DIR/out); anything else goes to `python -m engine.eval.gpu_check prepare|run` (e.g. --dry-run,
 # --no-wheels, --sizes 512, --long-run-seconds 120, --budget-seconds 400, --student-backend auto).
 # Python: $PYTHON, else .venv/bin/python, else python3 (the device image's). On a Python that lacks the
 # engine's pure-Python needs (diffusers, platformdirs, silero-vad) the prepared wheels are installed into
@@ -43,7 +43,7 @@ if [ "$MODE" = prepare ]; then
     if [ -d .git ] && [ "$DIR" = .gpucheck ] && ! grep -qsx "/.gpucheck/" .git/info/exclude; then
         mkdir -p .git/info && echo "/.gpucheck/" >> .git/info/exclude
     fi
-    exec "$PY" -m engine.runtime.gpu_check prepare --dir "$DIR" ${ARGS[@]+"${ARGS[@]}"}
+    exec "$PY" -m engine.eval.gpu_check prepare --dir "$DIR" ${ARGS[@]+"${ARGS[@]}"}
 fi
 
 if [ -z "$DEVICE" ]; then
@@ -94,5 +94,5 @@ EOF
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-timeout -k 10 "${GPUCHECK_TIMEOUT:-480}" "$PY" -m engine.runtime.gpu_check run --dir "$DIR" --device "$DEVICE" \
+timeout -k 10 "${GPUCHECK_TIMEOUT:-480}" "$PY" -m engine.eval.gpu_check run --dir "$DIR" --device "$DEVICE" \
     --out "$OUTDIR" ${ARGS[@]+"${ARGS[@]}"}

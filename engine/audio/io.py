@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 """The engine's audio rate: features, datasets and models all work at 16 kHz mono."""
+FPS = 25
+"""The video clock, defined once: every model, front end, renderer output and recording runs at 25 frames
+per second (frame i shows audio samples [i * SAMPLES_PER_FRAME, (i + 1) * SAMPLES_PER_FRAME))."""
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
 MAX_SECONDS = 6 * 3600
 

@@ -32,12 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE
+from engine.audio.io import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 WHISPER_HOP = 160
 WHISPER_N_FFT = 400
 WHISPER_MELS = 80

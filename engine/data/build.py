@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio.features import MelConfig, log_mel
-from engine.audio.io import SAMPLE_RATE, resample
+from engine.audio.io import FPS, SAMPLE_RATE, resample
 from engine.data import text as T
 from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.augment import AugmentConfig, augment, speed
-from engine.data.corpus import FPS, Clip, shard_name, shard_records, viseme_index, write_manifest, write_shard
+from engine.data.corpus import Clip, shard_name, shard_records, viseme_index, write_manifest, write_shard
 from engine.data.singing import sing
 from engine.data.tts import EspeakTTS, Phoneme, TTSConfig, TTSError
 from engine.data.visemes import viseme_of

@@ -34,7 +34,6 @@ from engine.data.tts import Phoneme
 from engine.data.visemes import VISEMES
 
 FORMAT = "talkcam-shard-v1"
-FPS = 25
 VISEME_NAMES = tuple(VISEMES)
 SCENARIOS = ("speech", "singing", "pose", "hard", "real")
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from engine import motion as M
 from engine.audio.features import log_mel
-from engine.audio.io import SAMPLE_RATE, AudioError, load_audio
-from engine.data.corpus import FPS, Clip, write_manifest, write_shard
+from engine.audio.io import FPS, SAMPLE_RATE, AudioError, load_audio
+from engine.data.corpus import Clip, write_manifest, write_shard
 from engine.face.landmarks import FaceLandmarker
 from engine.face.tracking import Track, eye_opening, mouth_opening, track
 

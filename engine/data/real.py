@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE, load_audio
+from engine.audio.io import FPS, SAMPLE_RATE, load_audio
 from engine.curves import detrend, lagged_pearson
 
 log = logging.getLogger(__name__)
-FPS = 25
 
 HELDOUT = (
     "talking/DFRF__french.mp4",  # E. Macron, French, 50 s

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from engine import paths
+from engine.audio.io import FPS
 from engine.data.animator import ProceduralAnimator
 from engine.data.tts import EspeakTTS
 from engine.face import frame_avatar, prepare_avatar
 from engine.render.renderer import AvatarRenderer, RendererConfig
-from engine.runtime.pipeline import SinkBase
+from engine.sinks.base import SinkBase
 
 BENCH_TEXT = ("The quick brown fox jumps over the lazy dog. Peter Piper picked a peck of pickled peppers, "
               "and we measure how fast the avatar can be drawn.")
@@ -86,8 +87,8 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     """The refiner alone, one frame at a time, per backend: crop + network + paste-back (ms per frame)."""
     import tempfile
 
+    from engine.backends.runners import refiner_runner
     from engine.render.refiner import FrameRefiner
-    from engine.runtime.backends import refiner_runner
 
     framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
     renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
@@ -144,12 +145,12 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     from dataclasses import asdict
 
     from engine.audio.io import SAMPLE_RATE
-    from engine.eval.evaluate import portrait_shape
+    from engine.face.shape import portrait_shape
     from engine.runtime.session import StudentSession, load_session_models
 
     framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
     student, corrector, schedule = load_session_models(student_dir, tail_forcing=session.tail_forcing)
-    sess = StudentSession(student, session, corrector, schedule, portrait_shape(framed))
+    sess = StudentSession(student, session, corrector, schedule, portrait_shape(framed.landmarks))
     renderer = AvatarRenderer(framed, render) if render is not None else None
     piece = SAMPLE_RATE // fps
     audio = _bench_speech((frames + warmup_chunks * student.config.chunk + 10) * piece)
@@ -269,7 +270,7 @@ def bench_pipeline(portrait: Path, render: RendererConfig, session, frames: int 
     from engine.audio.sources import FileSource
     from engine.runtime.live import LIVE_PIECE, PIECE, AvatarEngine
 
-    fps = 25
+    fps = FPS
     out: dict = {"stage": "pipeline"}
     with tempfile.TemporaryDirectory() as tmp:
         wav = _bench_audio(max(frames / fps, latency_seconds) + 1.0, Path(tmp))

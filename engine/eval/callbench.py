@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio.io import FPS
+
 log = logging.getLogger(__name__)
 
 BURSTS = 10
@@ -168,7 +170,7 @@ def _offline_model_offset(engine, avatar, wav: Path, onsets_s: list[float], fps:
     """The avatar's own lip timing: the signal rendered offline (no devices), video onset - audio onset."""
     from engine.audio.sources import FileSource
     from engine.runtime.live import PIECE
-    from engine.runtime.pipeline import SinkBase
+    from engine.sinks.base import SinkBase
 
     box = _mouth_box(avatar.renderer)
 
@@ -204,7 +206,7 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
     from engine.sinks.wav import write_wav
 
     signal, onset_samples = call_signal(bursts)
-    fps = 25
+    fps = FPS
     folder = Path(tempfile.mkdtemp(prefix="talkcam-call-", dir="/tmp"))  # a short socket path
     saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH", "ALSA_CONFIG_PATH")}
     server = PrivatePulse(folder)

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from engine import motion as M
-from engine.audio.io import SAMPLE_RATE, load_audio
+from engine.audio.io import FPS, SAMPLE_RATE, load_audio
 from engine.eval import metrics as E
 
 log = logging.getLogger(__name__)
-FPS = 25
 PIECE = SAMPLE_RATE // FPS
 AUDIO_EXT = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
@@ -104,11 +103,11 @@ def drift(folder: Path, seconds: float, out: Path, session_config, student_dir: 
           variants: tuple[str, ...] = ("tail", "no-tail")) -> dict:
     from dataclasses import replace
 
+    from engine.face.avatar import default_portrait_landmarks
     from engine.runtime.session import StudentSession, load_session_models
-    from engine.train.teachers import default_reference_landmarks
 
     audio = long_audio(folder, seconds)
-    basis = M.MotionBasis(default_reference_landmarks())
+    basis = M.MotionBasis(default_portrait_landmarks())
     res: dict = {"seconds": seconds, "audio": str(folder), "runs": {}}
     out.mkdir(parents=True, exist_ok=True)
     student, corrector, schedule = load_session_models(student_dir, tail_forcing="tail" in variants)

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE, load_audio
+from engine.audio.io import FPS, SAMPLE_RATE, load_audio
 from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.tts import Phoneme
 from engine.eval import metrics as E
 from engine.eval.identity import IdentityModel
 from engine.face import FramedAvatar, frame_avatar, prepare_avatar
 from engine.face.landmarks import FaceLandmarker
+from engine.face.shape import portrait_shape
 from engine.face.tracking import mouth_opening, track
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 log = logging.getLogger(__name__)
-FPS = 25
 
 
 @dataclass
@@ -211,12 +211,6 @@ def load_model(folder: Path | None, tail_forcing: bool = False):
     return load_teacher(folder)
 
 
-def portrait_shape(framed: FramedAvatar) -> np.ndarray:
-    from engine.face.shape import shape_features, standardize
-
-    return standardize(shape_features(framed.landmarks))
-
-
 def reference_mouth(video: Path, landmarker: FaceLandmarker, n_frames: int | None = None) -> tuple[np.ndarray, object]:
     """The real speaker's mouth curve (and the face track) from a reference video at 25 fps."""
     from engine.data.ingest import track_face
@@ -251,7 +245,7 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
         model = load_model(ev.config.model, ev.config.tail_forcing)
         t0 = time.process_time()
         motion = motion_for(source, audio, n, phonemes, model=model, config=ev.config,
-                            shape=portrait_shape(framed))
+                            shape=portrait_shape(framed.landmarks))
         cpu_ms = 1e3 * (time.process_time() - t0) / n
     m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
     res = ev.score(m, audio, phonemes, ref_curve)
@@ -277,7 +271,7 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
 
     ev = evaluator or Evaluator(config)
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed)
+    shape = portrait_shape(framed.landmarks)
     model = load_model(ev.config.model, ev.config.tail_forcing) if source == "model" else None
     chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)
     per: dict[str, list[dict]] = {}

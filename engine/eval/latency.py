@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio.io import FPS
+
 log = logging.getLogger(__name__)
 
-FPS = 25
 FRAME_MS = 1000 / FPS
 SETTINGS: tuple[tuple[int, int], ...] = tuple((k, la) for k in (1, 2, 3) for la in (0, 1, 2))
 """(chunk, lookahead) pairs measured by default: every combination the session accepts."""
@@ -83,12 +84,13 @@ def lipsync_scores(heldout: Path, real_root: Path, portrait: Path, settings=SETT
     from engine.audio.io import SAMPLE_RATE
     from engine.data.corpus import read_manifest, read_shard
     from engine.eval import metrics as E
-    from engine.eval.evaluate import EvalConfig, Evaluator, portrait_shape
+    from engine.eval.evaluate import EvalConfig, Evaluator
     from engine.eval.realsync import _load_source, _source_motion, speaker_mouth
+    from engine.face.shape import portrait_shape
 
     ev = Evaluator(EvalConfig(size=size, steps=steps, refiner=False))
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed)
+    shape = portrait_shape(framed.landmarks)
     source = _load_source(str(student_dir or paths.student_dir()))  # the live session, voice gate on
     out: dict[tuple[int, int], dict[str, dict]] = {s: {} for s in settings}
     for row in read_manifest(heldout):

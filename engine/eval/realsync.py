@@ -30,13 +30,13 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from engine import motion as M
-from engine.audio.io import SAMPLE_RATE
+from engine.audio.io import FPS, SAMPLE_RATE
 from engine.data.real import loudness
 from engine.eval import metrics as E
-from engine.eval.evaluate import EvalConfig, Evaluator, portrait_shape
+from engine.eval.evaluate import EvalConfig, Evaluator
+from engine.face.shape import portrait_shape
 
 log = logging.getLogger(__name__)
-FPS = 25
 CLOSED = 0.03
 """Lip gap (IOD) below which the mouth counts as closed in the voice-activity check."""
 NOISE_CLIP = "VisualVoice__noisy_restaurant"
@@ -107,7 +107,7 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
     cfg = config or EvalConfig(size=(256, 256))
     ev = Evaluator(cfg)
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed)
+    shape = portrait_shape(framed.landmarks)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(heldout)
     loaded = {name: _load_source(what) for name, what in sources.items()}

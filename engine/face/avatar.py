@@ -220,3 +220,11 @@ def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fracti
     crop = framing(avatar.landmarks, avatar.image.shape[:2], size, face_fraction)
     frame, lm = apply_framing(avatar.image, avatar.landmarks, crop, size)
     return FramedAvatar(frame=frame, landmarks=lm, avatar=avatar)
+
+
+def default_portrait_landmarks() -> np.ndarray:
+    """Landmarks of the bundled default portrait (the reference face of training's quick evaluations and of
+    the drift check)."""
+    from engine import paths
+
+    return prepare_avatar(paths.default_portrait()).landmarks

@@ -68,3 +68,9 @@ def standardize(features: np.ndarray) -> np.ndarray:
 def random_shapes(n: int, rng: np.random.Generator) -> np.ndarray:
     """[n, SHAPE_DIM] standardised features of plausible random faces (for corpora without portraits)."""
     return np.clip(rng.normal(0.0, 1.0, (n, SHAPE_DIM)), -3, 3).astype(np.float32)
+
+
+def portrait_shape(landmarks: np.ndarray) -> np.ndarray:
+    """The face-shape vector the motion models are told for a portrait (standardized shape features of its
+    landmarks, e.g. a framed avatar's)."""
+    return standardize(shape_features(landmarks))

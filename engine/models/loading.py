@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.models.refiner import RefinerNet
 from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
-from engine.render.refiner import RefinerNet
 
 
 def _load(cls, folder: Path | str, device: str, example: str):

@@ -14,10 +14,8 @@ square crop around the mouth, where those defects are, and predicts a correction
 - `motion`: the motion vector (mouth shape), injected by FiLM in the bottleneck;
 - `window`: a fixed feather that is 0 at the crop border, so the crop blends in without a seam.
 
-The network (`RefinerNet`) is a compact residual U-Net: pixel-unshuffle to half resolution, two
-stride-2 levels, FiLM in the bottleneck, pixel-shuffle back. Its last layer starts at zero, so an
-untrained refiner is exactly the identity. It is a pure nn.Module (tensors in, tensors out), exported
-to ONNX with the renderer (`engine.runtime.export`).
+The network is `engine.models.refiner.RefinerNet` (a compact residual U-Net; its ONNX export and
+runners are in `engine.backends`).
 
 `FrameRefiner` applies it to full frames: it places the crop per frame (centred on the mouth at that
 frame's motion, fixed size per portrait), rasterises the mouth mask and pastes the result back.
@@ -31,14 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from engine import motion as M
 from engine.face import topology as T
-
-IN_CHANNELS = 7  # rendered RGB, reference RGB, mouth mask
+from engine.models.refiner import RefinerNet
 
 
 @dataclass
@@ -49,65 +44,6 @@ class CropConfig:
     """Crop side relative to the face height (forehead to chin): 0.6 covers lips, teeth and chin."""
     feather: float = 0.18
     """Share of the crop side over which the correction fades to zero at the border."""
-
-
-class ResBlock(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
-
-
-class RefinerNet(ModelMixin, ConfigMixin):
-    """Residual U-Net on the mouth crop. Input sides must be multiples of 8."""
-
-    @register_to_config
-    def __init__(self, motion_dim: int = M.DIM, channels: tuple[int, int, int] = (24, 48, 96),
-                 bottleneck_blocks: int = 2, motion_hidden: int = 64, crop_scale: float = 0.6,
-                 feather: float = 0.18, work: int = 128, gate: float = 0.0) -> None:
-        super().__init__()
-        # crop_scale, feather, work: the crop geometry the network was trained on (CropConfig) and the side
-        # (pixels, a multiple of 8) it runs at; FrameRefiner resamples other crop sides to it.
-        # gate: the correction is confined to the mouth opening grown by this share of the crop side (the
-        # skin and lips further out keep the portrait's own pixels); 0 = the whole crop (under the feather).
-        c1, c2, c3 = channels
-        self.stem = nn.Conv2d(IN_CHANNELS * 4, c1, 3, padding=1)  # after pixel-unshuffle(2)
-        self.enc1 = ResBlock(c1)
-        self.down1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
-        self.enc2 = ResBlock(c2)
-        self.down2 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
-        self.mid = nn.ModuleList(ResBlock(c3) for _ in range(bottleneck_blocks))
-        self.film = nn.Sequential(nn.Linear(motion_dim, motion_hidden), nn.SiLU(),
-                                  nn.Linear(motion_hidden, 2 * c3 * bottleneck_blocks))
-        self.up2 = nn.Conv2d(c3, c2, 1)
-        self.dec2 = ResBlock(c2)
-        self.up1 = nn.Conv2d(c2, c1, 1)
-        self.dec1 = ResBlock(c1)
-        self.head = nn.Conv2d(c1, 3 * 4, 3, padding=1)  # before pixel-shuffle(2)
-        nn.init.zeros_(self.film[-1].weight)
-        nn.init.zeros_(self.film[-1].bias)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-                motion: torch.Tensor) -> torch.Tensor:
-        """rendered, reference [B, 3, H, W] in 0..1, mask [B, 1, H, W], motion [B, DIM] -> delta [B, 3, H, W]."""
-        x = torch.cat([rendered * 2.0 - 1.0, reference * 2.0 - 1.0, mask], dim=1)  # [B, 7, H, W]
-        x = F.pixel_unshuffle(x, 2)  # [B, 28, H/2, W/2]
-        e1 = self.enc1(self.stem(x))  # [B, c1, H/2, W/2]
-        e2 = self.enc2(self.down1(F.silu(e1)))  # [B, c2, H/4, W/4]
-        h = self.down2(F.silu(e2))  # [B, c3, H/8, W/8]
-        film = self.film(motion).view(motion.shape[0], len(self.mid), 2, -1, 1, 1)
-        for i, block in enumerate(self.mid):
-            h = block(h * (1.0 + film[:, i, 0]) + film[:, i, 1])
-        h = F.interpolate(self.up2(h), scale_factor=2.0, mode="bilinear", align_corners=False) + e2
-        h = self.dec2(h)
-        h = F.interpolate(self.up1(h), scale_factor=2.0, mode="bilinear", align_corners=False) + e1
-        h = self.dec1(h)
-        return F.pixel_shuffle(self.head(F.silu(h)), 2)  # [B, 3, H, W]
 
 
 def feather_window(h: int, w: int, feather: float) -> torch.Tensor:
@@ -256,3 +192,14 @@ class FrameRefiner:
             f[y:y + s, x:x + s] = crop
         return frames
 
+
+def refiner_runner_for(config, device: str | torch.device = "cpu"):
+    """The shipped (or `config.refiner_model`) refiner, loaded once: on the CPU behind the backend
+    `config.refiner_backend` picks (engine.backends.runners), on a GPU the network itself. `config`: the
+    renderer's (engine.render.renderer.RendererConfig)."""
+    from engine import paths
+    from engine.backends.runners import refiner_runner
+    from engine.models.loading import load_refiner
+
+    net = load_refiner(config.refiner_model or paths.refiner_dir(), device)
+    return refiner_runner(net, config.refiner_backend) if str(device) == "cpu" else net

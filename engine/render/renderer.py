@@ -31,6 +31,7 @@ from scipy.spatial import Delaunay
 from torch import nn
 
 from engine import motion as M
+from engine.backends import RefinerBackendName
 from engine.face import FramedAvatar
 from engine.face import topology as T
 from engine.limits import Range
@@ -59,7 +60,7 @@ class RendererConfig:
     so the renderer's own output is what looks most real today; --refiner turns it on, for comparison."""
     refiner_model: Path | None = None
     """Refiner folder (default: the shipped one, assets/models/refiner)."""
-    refiner_backend: str = "auto"
+    refiner_backend: RefinerBackendName = "auto"
     """Run the refiner with torch or onnxruntime (auto: onnxruntime when installed, else torch)."""
 
 
@@ -600,7 +601,10 @@ class AvatarRenderer:
     """Convenience: one rig + the renderer module (+ the refiner) -> full uint8 frames with paste-back."""
 
     def __init__(self, framed: FramedAvatar, config: RendererConfig | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", refiner_runner=None) -> None:
+        """`refiner_runner`: the refiner network or a backend over it, built once by the caller for every
+        portrait (`engine.render.refiner.refiner_runner_for`); without it a renderer with `config.refiner`
+        builds its own."""
         self.config = config or RendererConfig()
         self.rig = AvatarRig.build(framed, self.config)
         self.module = Renderer(self.config).to(device).eval()
@@ -608,13 +612,9 @@ class AvatarRenderer:
         self.device = device
         self.refiner = None
         if self.config.refiner:
-            from engine import paths
-            from engine.models.loading import load_refiner
-            from engine.render.refiner import FrameRefiner
-            from engine.runtime.backends import refiner_runner
+            from engine.render.refiner import FrameRefiner, refiner_runner_for
 
-            net = load_refiner(self.config.refiner_model or paths.refiner_dir(), device)
-            runner = refiner_runner(net, self.config.refiner_backend) if str(device) == "cpu" else net
+            runner = refiner_runner if refiner_runner is not None else refiner_runner_for(self.config, device)
             self.refiner = FrameRefiner(runner, self.rig.frame, framed.landmarks, self.rig.basis, device=device)
 
     @torch.inference_mode()

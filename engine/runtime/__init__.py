@@ -1,1 +1,2 @@
-"""Runtime: turning inputs into frames (offline `say` now; the live session and pipeline later)."""
+"""Runtime: the streaming session (student + KV cache), the threaded pipeline, and what runs on it: the live
+avatar (`live`), file rendering (`render`) and text to video (`say`)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated
 
+from engine.backends import StudentBackendName
 from engine.limits import Range
 
 CHUNK_RANGE = (1, 3)
@@ -56,15 +57,15 @@ class SessionConfig:
     """Close the mouth where the voice-activity detector (silero-vad) hears no speech: silence, breathing,
     background noise. Applies to audio pushed as samples (live, render); off for precomputed feature rows."""
     seed: int = 0
-    backend: str = "auto"
+    backend: StudentBackendName = "auto"
     """Where the student runs: auto (best available: tensorrt on an NVIDIA GPU, else onnxruntime, else torch),
     torch, onnxruntime or tensorrt. A backend that fails falls back to the next, with the reason logged."""
     latency: Latency = Latency.STANDARD
     """Latency preset: standard (the model's trained chunk and lookahead) or low (chunks of 2 frames, 1 frame
     of lookahead: 80 ms less delay for a chunk's first frame, slightly weaker lip sync; docs/latency.md)."""
     chunk: Annotated[int | None, Range(*CHUNK_RANGE)] = None
-    """Video frames generated per student step (1-3; default: from --latency). Chunks other than the model's
-    run the student in torch (the exported backends take the model's chunk only)."""
+    """Video frames generated per student step (1-3; default: from --latency). A chunk size other than the
+    model's gets its own export of the student's step the first time (about 25 s, then cached on disk)."""
     lookahead: Annotated[int | None, Range(*LOOKAHEAD_RANGE)] = None
     """Video frames of audio after a chunk that its speech features and voice-activity flags read (0-2;
     default: from --latency)."""

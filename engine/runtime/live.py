@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE
+from engine.audio.io import FPS, SAMPLE_RATE
 from engine.render.renderer import AvatarRenderer, RendererConfig
 from engine.runtime.config import SessionConfig
-from engine.runtime.pipeline import Pipeline, PipelineConfig, Sink
+from engine.runtime.pipeline import Pipeline, PipelineConfig
+from engine.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 PIECE = SAMPLE_RATE // FPS  # 40 ms: one video frame of audio (files at full speed)
 LIVE_PIECE = SAMPLE_RATE // 50
 """20 ms: live audio is read in half frames, so a chunk starts as soon as its audio (plus the mel window's
@@ -31,8 +31,9 @@ LIVE_PIECE = SAMPLE_RATE // 50
 
 
 @dataclass
-class Avatar:
-    """A prepared portrait: its renderer (with refiner) and the face shape the student is told."""
+class LiveAvatar:
+    """A portrait ready to run live: its renderer (with refiner) and the face shape the student is told.
+    (Not `engine.face.Avatar`, the portrait's face analysis this is built from.)"""
 
     path: Path
     renderer: AvatarRenderer
@@ -63,29 +64,40 @@ class AvatarEngine:
             self.models = load_session_models(student_dir, tail_forcing=self.session_config.tail_forcing)
         self.step = None
         if not self.session_config.tail_forcing:  # tail forcing runs the teacher in torch: the student stays there too
-            from engine.runtime.backends import StudentBackend
+            from engine.backends.runners import StudentBackend
 
             self.step = StudentBackend(self.models.student, self.session_config.backend, self.session_config.steps)
         self.pipeline: Pipeline | None = None
+        self._refiners: dict[str, object] = {}
 
-    def avatar(self, portrait: Path) -> Avatar:
+    def avatar(self, portrait: Path) -> LiveAvatar:
         """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
         import torch
 
-        from engine.eval.evaluate import portrait_shape
         from engine.face import frame_avatar, prepare_avatar
+        from engine.face.shape import portrait_shape
 
         framed = frame_avatar(prepare_avatar(portrait, cache_dir=self.cache_dir, require_skin=self.require_skin),
                               self.render_config.size)
         try:
-            renderer = AvatarRenderer(framed, self.render_config, device=self.device)
+            renderer = AvatarRenderer(framed, self.render_config, self.device, self._refiner(self.device))
         except torch.OutOfMemoryError as exc:  # the student stays where it is; the renderer moves to the CPU
             log.warning("GPU out of memory for the renderer (%s): rendering on the CPU instead (slower)", exc)
             torch.cuda.empty_cache()
-            renderer = AvatarRenderer(framed, self.render_config, device="cpu")
-        return Avatar(Path(portrait), renderer, portrait_shape(framed))
+            renderer = AvatarRenderer(framed, self.render_config, "cpu", self._refiner("cpu"))
+        return LiveAvatar(Path(portrait), renderer, portrait_shape(framed.landmarks))
 
-    def pipeline_for(self, source, avatar: Avatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
+    def _refiner(self, device: str):
+        """The refiner runner for `device`, built once and shared by every portrait (None when it is off)."""
+        if not self.render_config.refiner:
+            return None
+        if device not in self._refiners:
+            from engine.render.refiner import refiner_runner_for
+
+            self._refiners[device] = refiner_runner_for(self.render_config, device)
+        return self._refiners[device]
+
+    def pipeline_for(self, source, avatar: LiveAvatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
         from engine.runtime.session import StudentSession
 
         student, corrector, schedule = self.models
@@ -93,7 +105,7 @@ class AvatarEngine:
         self.pipeline = Pipeline(source, sess, avatar.renderer, sinks, config)
         return self.pipeline
 
-    def switch_portrait(self, portrait: Path) -> Avatar:
+    def switch_portrait(self, portrait: Path) -> LiveAvatar:
         """Prepare `portrait` (in the caller's thread) and switch the running pipeline to it at its next chunk."""
         avatar = self.avatar(portrait)
         if self.pipeline is not None:

@@ -24,12 +24,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from engine.audio.io import FPS
 from engine.audio.sources import AudioFormat, AudioSource, Piece
+from engine.sinks.base import Frame, Sink
 
 log = logging.getLogger(__name__)
 
@@ -37,71 +39,7 @@ _END = object()  # sentinel passed down the queues
 
 
 @dataclass
-class Frame:
-    """One output frame."""
-
-    index: int
-    """Frame number on the audio clock: it shows the audio of [index / fps, (index + 1) / fps)."""
-    image: np.ndarray
-    """RGB uint8 [H, W, 3]."""
-    motion: np.ndarray
-    captured: float
-    """Monotonic time the frame's own audio was captured (its last sample)."""
-    needed: float
-    """Capture time of the newest audio the frame waited for (its chunk + the encoder's lookahead)."""
-    out: float = 0.0
-    """Monotonic time the frame left the renderer."""
-
-    @property
-    def latency(self) -> float:
-        """Seconds from the capture of the frame's audio to the frame being ready (what a viewer sees)."""
-        return self.out - self.captured
-
-    @property
-    def processing(self) -> float:
-        """Seconds from the last audio the frame needed to the frame being ready (compute + queues)."""
-        return self.out - self.needed
-
-
-class Sink(Protocol):
-    """Where frames go: the preview's frame bus, the virtual camera, the recorder. `write_frame` and
-    `write_audio` are called from the pipeline's threads and must return quickly in live mode."""
-
-    name: str
-
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
-        """`sample_rate` and `channels`: the source's own audio format (`Piece.original`; a piece without it
-        carries only its 16 kHz mono copy, `Piece.samples`)."""
-        ...
-
-    def write_frame(self, frame: Frame) -> None: ...
-
-    def write_audio(self, piece: Piece) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SinkBase:
-    """A sink that ignores what it is not interested in: subclasses override only the calls they use."""
-
-    name = "sink"
-
-    def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
-        pass
-
-    def write_frame(self, frame: Frame) -> None:
-        pass
-
-    def write_audio(self, piece: Piece) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
 class PipelineConfig:
-    fps: int = 25
     queue_chunks: int = 3
     """Motion chunks waiting for the renderer (and 4x as many audio pieces waiting for the student)."""
     live: bool | None = None
@@ -198,7 +136,7 @@ class Pipeline:
 
     def _open(self, sink: Sink) -> None:
         fmt = getattr(self.source, "record_format", None) or AudioFormat()
-        sink.open(self.renderer.config.size, self.config.fps, fmt.sample_rate, fmt.channels)
+        sink.open(self.renderer.config.size, FPS, fmt.sample_rate, fmt.channels)
         self._opened.append(sink)
 
     def remove_sink(self, sink: Sink) -> None:
@@ -369,7 +307,7 @@ class Pipeline:
 
     def _student_stage(self) -> None:
         sess = self.session
-        per_frame = _rate(self.source) // self.config.fps  # audio samples per video frame
+        per_frame = _rate(self.source) // FPS  # audio samples per video frame
         pending: deque = deque()  # (frame index, capture time) of frames whose audio is in, not yet generated
         last_needed = 0.0
         received = 0  # stream position after the last piece (samples)
@@ -390,7 +328,7 @@ class Pipeline:
                 end = item.start + len(item.samples)
                 for f in range(max(item.start, received) // per_frame + 1, end // per_frame + 1):
                     # frame f - 1's audio completed inside this piece: when its last sample was captured
-                    pending.append((f - 1, item.captured - (end - f * per_frame) / (per_frame * self.config.fps)))
+                    pending.append((f - 1, item.captured - (end - f * per_frame) / (per_frame * FPS)))
                 received = end
                 pushed += len(item.samples)
                 last_needed = item.captured

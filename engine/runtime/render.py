@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio.io import FPS
 from engine.audio.sources import FileSource
 from engine.render.renderer import RendererConfig
-from engine.runtime.live import FPS, PIECE, AvatarEngine
-from engine.runtime.pipeline import SinkBase
+from engine.runtime.live import PIECE, AvatarEngine
 from engine.runtime.session import SessionConfig
+from engine.sinks.base import SinkBase
 from engine.sinks.recorder import Interrupted, Progress, RecorderSink, check_output
 
 log = logging.getLogger(__name__)

@@ -212,7 +212,7 @@ class StudentSession(MelChunker):
                  corrector: MotionTeacher | None = None, schedule: GuidanceSchedule | None = None,
                  shape: np.ndarray | None = None, style: str = "speaking", step=None) -> None:
         self.student = student.eval()
-        self.step = step  # a backend's chunk step (engine.runtime.backends.StudentBackend); None: torch eager
+        self.step = step  # a backend's chunk step (engine.backends.runners.StudentBackend); None: torch eager
         self._runner = None
         self.config = cfg = config or SessionConfig()
         if cfg.tail_forcing and corrector is None:
@@ -299,7 +299,7 @@ class StudentSession(MelChunker):
                 correct = lambda x: self._correct(x, t_audio, ctrl, cmask)  # noqa: E731
         if self.step is not None and correct is None and self.corrector is None and n == self._step_chunk:
             if self._runner is None:
-                from engine.runtime.student_step import StepRunner
+                from engine.models.student_step import StepRunner
 
                 self._runner = StepRunner(self.step, self.cache)
             x = self._runner.run(tokens, noise, self.g, self.cache)

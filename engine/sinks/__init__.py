@@ -1,1 +1,2 @@
-"""Frame sinks: recorder (MP4); preview bus and virtual camera come with the streaming runtime."""
+"""Where frames go: `base` (Frame and the Sink protocol), the preview's frame bus, the virtual camera, the
+recorder (crash-safe MP4), the synced microphone and VMC for VTuber rigs."""

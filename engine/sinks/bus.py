@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from engine.runtime.pipeline import Frame, SinkBase
+from engine.sinks.base import Frame, SinkBase
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.audio.io import SAMPLE_RATE
 from engine.audio.sources import Piece
-from engine.runtime.pipeline import Frame, SinkBase
+from engine.sinks.base import Frame, SinkBase
 
 log = logging.getLogger(__name__)
 

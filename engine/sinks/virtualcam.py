@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.runtime.pipeline import Frame, SinkBase
+from engine.sinks.base import Frame, SinkBase
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""Training: teachers, guidance calibration, student distillation, the refiner (data, training, evaluation)
+and the loop plumbing."""

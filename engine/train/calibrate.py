@@ -114,13 +114,13 @@ def score_schedule(teacher, clips, basis, g: float, steps: int, schedule: Guidan
 
 
 def calibrate(cfg: CalibrateConfig) -> dict:
-    from engine.train.teachers import default_reference_landmarks
+    from engine.face.avatar import default_portrait_landmarks
 
     teacher = load_teacher(cfg.teacher or paths.teachers_dir() / "generalist")
     chosen = [(s, c) for s, _, c in scenario_clips(Path(cfg.heldout), tuple(cfg.scenarios), cfg.clips) if c.phonemes]
     if not chosen:
         raise ValueError(f"{cfg.heldout} has no clips with phonemes in scenarios {cfg.scenarios}")
-    basis = M.MotionBasis(default_reference_landmarks())
+    basis = M.MotionBasis(default_portrait_landmarks())
     effect = effect_table(teacher, [c for _, c in chosen], cfg.guidance, cfg.steps, cfg.seed)
     log.info("Guidance effect (relative change of the prediction) per step: %s", effect)
     results = {}

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Training arithmetic (auto: bf16 on a GPU that has it, else fp32)."""
 
 @dataclass
 class TeacherModelConfig:
@@ -66,7 +68,7 @@ class TeacherTrainConfig:
     eval_clips: int = 4
     """Held-out clips per scenario in the periodic evaluation."""
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
     """fp32, bf16 or fp16 (auto: bf16 on a GPU that has it, else fp32)."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
@@ -112,7 +114,7 @@ class DistillConfig:
     """Training corpus (`talkcam data build --split train`)."""
     out: Path
     """Run folder: model/, checkpoint/, log.jsonl."""
-    stage: str = "ode"
+    stage: Literal["ode", "dmd"] = "ode"
     """ode: regression onto the teachers' sampling trajectories (teacher forcing). dmd: distribution
     matching on the student's own rollouts (self-rollout), with a critic, and tail forcing."""
     teachers: Path | None = None
@@ -138,7 +140,7 @@ class DistillConfig:
     eval_every: int = 500
     eval_clips: int = 3
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
     threads: int = 0
     model: StudentModelConfig = field(default_factory=StudentModelConfig)
     guidance_min: float = 1.0

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from engine.train.config import Precision
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world: int = 1
-    precision: str = "fp32"
+    precision: Precision = "fp32"
 
     @property
     def main(self) -> bool:
@@ -41,7 +43,7 @@ class Runtime:
         return nullcontext()
 
 
-def setup(device: str = "auto", precision: str = "auto") -> Runtime:
+def setup(device: str = "auto", precision: Precision = "auto") -> Runtime:
     """Pick the device; join the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

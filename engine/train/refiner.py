@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import motion as M
-from engine.render.refiner import RefinerNet, apply_refiner, feather_window, mouth_gate
+from engine.models.refiner import RefinerNet
+from engine.render.refiner import apply_refiner, feather_window, mouth_gate
 from engine.train.config import RefinerTrainConfig
 from engine.train.loop import (
     jsonable,

@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from engine import motion as M
-from engine.data.corpus import FPS
+from engine.audio.io import FPS
 from engine.data.ingest import video_frames
 from engine.face.avatar import Avatar, FramedAvatar, apply_framing, framing
 from engine.face.landmarks import FaceLandmarker

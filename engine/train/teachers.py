@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from engine import motion as M
 from engine.data.corpus import VISEME_NAMES, Clip, read_manifest, read_shard
 from engine.data.dataset import WindowConfig, window, window_config
+from engine.face.avatar import default_portrait_landmarks
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
 from engine.models.loading import load_teacher
@@ -220,7 +221,7 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
     from engine.models.sampling import Guidance, SampleConfig, generate
 
     if reference is None:
-        reference = default_reference_landmarks()
+        reference = default_portrait_landmarks()
     basis = M.MotionBasis(reference)
     chosen = scenario_clips(heldout, tuple(scenarios), clips)
     out: dict[str, dict] = {}
@@ -246,14 +247,6 @@ def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("spee
             out[sc] = {"r": float(a[:, 0].mean()), "offset": float(a[:, 1].mean()), "r0": float(a[:, 2].mean()),
                        "closure": float(np.mean(cl)) if cl else float("nan"), "clips": len(rs)}
     return out
-
-
-def default_reference_landmarks() -> np.ndarray:
-    """Landmarks of the bundled default portrait (the reference face of `quick_eval`)."""
-    from engine import paths
-    from engine.face import prepare_avatar
-
-    return prepare_avatar(paths.default_portrait()).landmarks
 
 
 def _stats(sampler: WindowSampler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -305,7 +298,7 @@ def train(cfg: TeacherTrainConfig) -> Path:
         state = loop.load_checkpoint(ckpt, model, opt)
         step, history = state["step"], state.get("history", [])
         log.info("Resumed %s at step %d", ckpt, step)
-    reference = default_reference_landmarks() if cfg.heldout is not None and rt.main else None
+    reference = default_portrait_landmarks() if cfg.heldout is not None and rt.main else None
     logf = (out / "log.jsonl").open("a", encoding="utf-8") if rt.main else None
     t0, losses = time.time(), []
     progress = Progress(TextColumn("[bold]teacher"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

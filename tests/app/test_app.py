@@ -35,16 +35,18 @@ def test_virtual_microphone_frames_reach_the_preview(qtbot, make_window, setting
     settings.mic = "talkcam_vmic"
     win = make_window(source_factory=None)  # the real microphone path (sounddevice)
     assert win.mic_combo.findData("talkcam_vmic") >= 0
-    messages = []
-    win.vm.message.connect(messages.append)
+    loading = []
+    win.vm.loading.connect(loading.append)
     qtbot.mouseClick(win.start_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: loading[:1] == [True], timeout=30_000)
+    assert win.statusBar().currentMessage() == LOADING  # the wait is explained
     # the first start may export the student to ONNX (minutes on a slow runner): the tone starts once
     # the session runs, so it is still playing when the meter is checked
     qtbot.waitUntil(lambda: win.vm.state == "running", timeout=240_000)
     player = pulse.play(wav)
     try:
-        assert any(m.startswith(LOADING) for m in messages)  # the wait is explained
         qtbot.waitUntil(lambda: win.statusBar().currentMessage() == "", timeout=5_000)  # and over once it runs
+        assert loading == [True, False]
         _wait_frames(qtbot, win, 50)
         assert not win.preview.pixmap().isNull() and win.preview.image.width() == 256
         qtbot.wait(600)

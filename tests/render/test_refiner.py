@@ -8,7 +8,8 @@ import torch
 from engine import motion as M
 from engine import paths
 from engine.models.loading import load_refiner
-from engine.render.refiner import FrameRefiner, RefinerNet, feather_window
+from engine.models.refiner import RefinerNet
+from engine.render.refiner import FrameRefiner, feather_window
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 
@@ -99,7 +100,7 @@ def test_other_crop_sides_are_resampled_to_the_work_side(framed):
 
 def test_onnx_export_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime")
-    from engine.runtime.export import export_refiner, onnx_session
+    from engine.backends.export import export_refiner, onnx_session
 
     net = _randomised(seed=3)
     path = export_refiner(net, tmp_path / "refiner.onnx")
@@ -122,7 +123,7 @@ def test_shipped_refiner_improves_a_held_out_real_sequence(data_dir):
     """The shipped refiner on the last 5 s of the real video (never trained on): as close to the real frames
     as the renderer alone (it is trained with a discriminator and changes only the mouth: measured -0.23 dB
     PSNR, +0.002 SSIM, docs/mouth.md), and no added flicker."""
-    from engine.eval.refiner import sequence_eval
+    from engine.train.refiner_eval import sequence_eval
 
     net = load_refiner(paths.refiner_dir())
     res = sequence_eval(net, data_dir / "real" / "sun_video.mp4", 17.0, (512, 512), None, 1)
@@ -134,7 +135,7 @@ def test_shipped_refiner_improves_a_held_out_real_sequence(data_dir):
 
 def test_onnxruntime_backend_matches_torch_on_frames(framed, raw_renderer, tmp_path):
     pytest.importorskip("onnxruntime")
-    from engine.runtime.backends import refiner_runner
+    from engine.backends.runners import refiner_runner
 
     net = _randomised(seed=5)
     ort_runner = refiner_runner(net, "onnxruntime", cache_dir=tmp_path)

@@ -86,7 +86,7 @@ def test_batch_equals_single(renderer):
 def test_onnx_export_matches_torch(renderer, tmp_path):
     import onnxruntime as ort
 
-    from engine.runtime.export import RENDERER_INPUTS, export_renderer
+    from engine.render.export import RENDERER_INPUTS, export_renderer
 
     path = export_renderer(renderer, tmp_path / "renderer.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from engine.audio.io import load_audio
+from engine.backends.runners import StudentBackend
 from engine.models.loading import load_student
 from engine.models.sampling import conditions_for
-from engine.runtime.backends import StudentBackend
+from engine.models.student_step import StepRunner, StudentStep
 from engine.runtime.session import SessionConfig, StudentSession
-from engine.runtime.student_step import StepRunner, StudentStep
 
 from .conftest import SAMPLE
 

@@ -1,4 +1,4 @@
-"""The GPU check's dry run on the CPU (installers/gpu-check.sh, engine.runtime.gpu_check): prepare a tiny plan,
+"""The GPU check's dry run on the CPU (installers/gpu-check.sh, engine.eval.gpu_check): prepare a tiny plan,
 run it with --device cpu in a Python that cannot import what the device image lacks, and check the JSON."""
 
 from __future__ import annotations

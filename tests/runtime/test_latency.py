@@ -179,7 +179,7 @@ def _backend_motion(sess, speech) -> tuple[np.ndarray, int]:
 def test_backend_step_runs_the_session_chunk(student, speech):
     """A session given a backend step built for the model's chunk (as the live engine builds it) switches to
     the same backend built for its own chunk, and gives the torch session's motion."""
-    from engine.runtime.backends import StudentBackend
+    from engine.backends.runners import StudentBackend
 
     backend = StudentBackend(student, "torch")
     assert backend.chunk == 3
@@ -197,7 +197,7 @@ def test_backend_step_runs_the_session_chunk(student, speech):
 @pytest.mark.slow
 def test_onnx_step_for_another_chunk(student, speech, tmp_path):
     """The ONNX export takes the session's chunk and matches torch (an export of ~15 s)."""
-    from engine.runtime.backends import StudentBackend
+    from engine.backends.runners import StudentBackend
 
     backend = StudentBackend(student, "onnxruntime", cache_dir=tmp_path, chunk=1)
     assert backend.name == "onnxruntime" and [p.name[-8:] for p in tmp_path.glob("student-*.onnx")] == ["-c1.onnx"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from engine.audio.sources import FileSource, Piece
-from engine.runtime.pipeline import Frame
+from engine.sinks.base import Frame
 from engine.sinks.recorder import RecorderSink
 from engine.sinks.virtualcam import VirtualCamError, VirtualCamSink, install_hint
 
@@ -108,7 +108,7 @@ RECORD_SCRIPT = textwrap.dedent("""
     import sys, time, resource, signal
     import numpy as np
     from engine.audio.sources import Piece
-    from engine.runtime.pipeline import Frame
+    from engine.sinks.base import Frame
     from engine.sinks.recorder import RecorderSink
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "full":

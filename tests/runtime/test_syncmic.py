@@ -87,7 +87,7 @@ def test_delay_line_moves_faster_in_pauses_and_resyncs_after_a_stall():
 
 
 def test_frame_delay_is_centre_to_centre():
-    from engine.runtime.pipeline import Frame
+    from engine.sinks.base import Frame
 
     f = Frame(0, np.zeros((2, 2, 3), np.uint8), np.zeros(3), captured=10.0, needed=10.1, out=10.2)
     assert frame_delay(10.25, f, 25) == pytest.approx(0.25 + 0.04)
@@ -103,7 +103,7 @@ def _modules(env) -> str:
 
 def test_synced_mic_appears_carries_the_delayed_voice_and_is_removed(pulse):
     from engine.audio.pulse import SOURCE_NAME, PulseStream
-    from engine.runtime.pipeline import Frame
+    from engine.sinks.base import Frame
 
     sink = SyncedMicSink(initial_delay=0.3)
     sink.open((64, 64), 25, 48000, 1)

@@ -119,7 +119,7 @@ def test_loss_is_zero_only_for_the_target():
 def test_adversarial_and_temporal_training_with_the_mouth_gate(pairs, tmp_path):
     from safetensors.torch import load_file
 
-    from engine.render.refiner import RefinerNet
+    from engine.models.refiner import RefinerNet
 
     torch.set_num_threads(2)
     cfg = RefinerTrainConfig(data=pairs, out=tmp_path / "gan", steps=6, batch=4, lr=5e-4, warmup=2, eval_every=6,

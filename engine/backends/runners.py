@@ -1,11 +1,11 @@
 """Runtime backends for the networks the live path runs per chunk and per frame.
 
 Student (`student_runner`, the chunk step with its KV cache as explicit inputs/outputs,
-`engine.runtime.student_step`):
+`engine.models.student_step`):
 - `torch`: eager; on CUDA compiled with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs;
 - `onnxruntime`: the exported step on the CPU (or CUDA) execution provider (7x faster than eager on a
   2-core CPU: 2.0 against 13.3 ms per chunk);
-- `tensorrt`: an FP16 engine built from the same ONNX file (`engine.runtime.tensorrt`), cached per GPU
+- `tensorrt`: an FP16 engine built from the same ONNX file (`engine.backends.tensorrt`), cached per GPU
   and TensorRT version.
 "auto" takes the best available (tensorrt on an NVIDIA GPU with TensorRT, else onnxruntime, else
 torch). Any failure (export, engine build, GPU out of memory, even mid-stream) falls back to the next
@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
+from engine.backends import REFINER_BACKENDS, STUDENT_BACKENDS
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-STUDENT_BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = REFINER_BACKENDS
 
 
 def _digest(net: torch.nn.Module) -> str:
@@ -65,7 +66,7 @@ def refiner_runner(net, backend: str = "auto", cache_dir: Path | None = None, th
                              "onnxruntime)") from exc
         return net
     from engine import paths
-    from engine.runtime.export import OnnxRefiner, export_refiner
+    from engine.backends.export import OnnxRefiner, export_refiner
 
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir() / "onnx"
     try:
@@ -98,7 +99,7 @@ def available_student_backends(device: str = "cpu") -> list[str]:
 
 
 def _student_onnx(student, steps: int, folder: Path, chunk: int | None = None) -> Path:
-    from engine.runtime.export import export_student_step
+    from engine.backends.export import export_student_step
 
     other = chunk is not None and chunk != student.config.chunk  # a low-latency session's chunk: its own file
     return _cached_onnx(folder / f"student-{_digest(student)}-s{steps}{f'-c{chunk}' if other else ''}.onnx",
@@ -108,7 +109,7 @@ def _student_onnx(student, steps: int, folder: Path, chunk: int | None = None) -
 def _student_fn(student, backend: str, steps: int, folder: Path, threads: int, chunk: int | None = None):
     """The chunk-step callable for one backend (raises when it cannot be made), for chunks of `chunk` frames
     (default: the model's)."""
-    from engine.runtime.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
+    from engine.models.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
 
     dev = next(student.parameters()).device
     if backend == "torch":
@@ -118,7 +119,7 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int, c
         return step
     onnx_file = _student_onnx(student, steps, folder, chunk)
     if backend == "onnxruntime":
-        from engine.runtime.export import onnx_session
+        from engine.backends.export import onnx_session
 
         sess = onnx_session(onnx_file, threads or torch.get_num_threads(), cuda=dev.type == "cuda")
 
@@ -128,7 +129,7 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int, c
 
         return run
     if backend == "tensorrt":
-        from engine.runtime.tensorrt import TrtModule, build_engine
+        from engine.backends.tensorrt import TrtModule, build_engine
 
         if dev.type != "cuda":
             raise RuntimeError("TensorRT needs the student on an NVIDIA GPU")

@@ -26,7 +26,8 @@ import torch
 from engine.eval import metrics as E
 from engine.face.avatar import FramedAvatar, PortraitError
 from engine.models.loading import load_refiner
-from engine.render.refiner import FrameRefiner, RefinerNet
+from engine.models.refiner import RefinerNet
+from engine.render.refiner import FrameRefiner
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class _Both:
 
 def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, int], identity, every: int) -> dict:
     """Play a real video's held-out range from its first frame (the 'portrait'); compare with the real frames."""
-    from engine.data.corpus import FPS
+    from engine.audio.io import FPS
     from engine.data.ingest import video_frames
     from engine.face.landmarks import FaceLandmarker
     from engine.face.tracking import track
@@ -148,12 +149,12 @@ def student_motion(framed: FramedAvatar, audio: np.ndarray) -> np.ndarray:
     import math
 
     from engine.audio.io import SAMPLE_RATE
-    from engine.eval.evaluate import portrait_shape
+    from engine.face.shape import portrait_shape
     from engine.runtime.session import SessionConfig, StudentSession, load_session_models
 
     n = max(1, math.ceil(len(audio) / SAMPLE_RATE * 25))
     student, corrector, schedule = load_session_models()
-    sess = StudentSession(student, SessionConfig(), corrector, schedule, portrait_shape(framed), "speaking")
+    sess = StudentSession(student, SessionConfig(), corrector, schedule, portrait_shape(framed.landmarks), "speaking")
     with torch.inference_mode():
         return np.concatenate(list(sess.stream(audio, SAMPLE_RATE // 25, n)))
 

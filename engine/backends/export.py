@@ -1,4 +1,6 @@
-"""ONNX export of the runtime's networks (TensorRT engines are built from these files later)."""
+"""ONNX export of the live networks, the student's chunk step and the refiner (TensorRT engines are built from
+these files, `engine.backends.tensorrt`); onnxruntime sessions over them. The renderer's own export is
+`engine.render.export`."""
 
 from __future__ import annotations
 
@@ -7,29 +9,7 @@ from pathlib import Path
 
 import torch
 
-from engine.render.renderer import AvatarRenderer
-
 log = logging.getLogger(__name__)
-
-RENDERER_INPUTS = ("src", "flow_basis", "jac_basis", "src_masks", "mouth_px", "mouth_ref", "mouth_basis",
-                   "eye_px_l", "eye_px_r", "eye_ref", "eye_basis", "colors", "teeth_ref", "teeth_basis",
-                   "mouth_grain", "motion")
-
-
-def export_renderer(renderer: AvatarRenderer, path: Path, batch: int = 1) -> Path:
-    """Write the renderer as one ONNX file. Avatar data are graph inputs, so one file serves any
-    portrait whose region and flow-grid sizes match (those sizes are fixed in the graph)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    motion = torch.zeros(batch, renderer.rig.flow_basis.shape[0])
-    args = tuple(renderer.inputs[k] for k in RENDERER_INPUTS[:-1]) + (motion,)
-    program = torch.onnx.export(renderer.module.eval(), args, input_names=list(RENDERER_INPUTS),
-                                output_names=["region"], dynamo=True, external_data=False,
-                                verbose=False)
-    program.save(str(path))
-    log.info("Renderer exported to %s", path)
-    return path
-
 
 REFINER_INPUTS = ("rendered", "reference", "mask", "motion")
 
@@ -83,12 +63,12 @@ class OnnxRefiner:
 
 
 def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16, chunk: int | None = None) -> Path:
-    """Write the student's chunk step (engine.runtime.student_step.StudentStep: `steps` denoising passes +
+    """Write the student's chunk step (engine.models.student_step.StudentStep: `steps` denoising passes +
     the commit) as one ONNX file, the KV cache as explicit inputs and outputs; the batch of streams is
     dynamic, cache sizes come from the model's config. The step takes chunks of `chunk` frames (default: the
     model's; a low-latency session runs shorter ones, engine.runtime.config.Latency)."""
     from engine.models.sampling import conditions_for
-    from engine.runtime.student_step import CACHE_NAMES, INPUT_NAMES, OUTPUT_NAMES, StepCache, StudentStep
+    from engine.models.student_step import CACHE_NAMES, INPUT_NAMES, OUTPUT_NAMES, StepCache, StudentStep
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,10 +47,11 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
+from engine.audio.io import FPS
 from engine.audio.sources import Piece
 from engine.runtime.config import SessionConfig
-from engine.runtime.pipeline import SinkBase
 from engine.runtime.session import StudentSession
+from engine.sinks.base import SinkBase
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ RefinerBackendName = Literal["auto", "torch", "onnxruntime"]
 
 SCHEMA = 1
 SAMPLE_RATE = 16000
-FPS = 25
 PIECE = SAMPLE_RATE // FPS  # 40 ms: a file at full speed (engine.runtime.live.PIECE)
 LIVE_PIECE = SAMPLE_RATE // 50  # 20 ms: live audio (engine.runtime.live.LIVE_PIECE)
 REPO = Path(__file__).resolve().parents[2]
@@ -347,8 +347,8 @@ def _cuda_mem() -> dict:
 
 def environment(device: Device) -> dict:
     """Versions, processor, GPU and the settings that change CUDA numerics."""
+    from engine.backends.runners import available_student_backends
     from engine.eval.bench import environment as bench_env
-    from engine.runtime.backends import available_student_backends
 
     env = bench_env()
     env.pop("backend", None)
@@ -539,7 +539,7 @@ def run_steps(student, fn, inputs, shape: np.ndarray | None, device: str, precis
               guidance: float = 3.0, style: str = "speaking") -> tuple[np.ndarray, dict]:
     """Chunk after chunk through a step function (its own KV cache): motion [frames, M] and the final cache."""
     from engine.models.sampling import conditions_for
-    from engine.runtime.student_step import StepRunner
+    from engine.models.student_step import StepRunner
 
     st = student
     with torch.inference_mode():
@@ -556,7 +556,7 @@ def run_steps(student, fn, inputs, shape: np.ndarray | None, device: str, precis
 
 
 def check_student_step(ref: Stack, tgt: Stack, rows: np.ndarray, plan: Plan, shape: np.ndarray | None) -> dict:
-    from engine.runtime.student_step import StudentStep
+    from engine.models.student_step import StudentStep
 
     inputs = step_inputs(ref.student, rows, plan.step_chunks, shape)
     ref_motion, ref_state = run_steps(ref.student, StudentStep(ref.student).eval(), inputs, shape, "cpu", "fp32")
@@ -581,7 +581,7 @@ def check_student_step(ref: Stack, tgt: Stack, rows: np.ndarray, plan: Plan, sha
 
 def check_session(ref: Stack, tgt: Stack, audio: np.ndarray, shape: np.ndarray | None,
                   prepared: np.ndarray | None) -> tuple[dict, np.ndarray]:
-    from engine.runtime.backends import StudentBackend
+    from engine.backends.runners import StudentBackend
 
     ref_motion = session_motion(ref.session(shape, StudentBackend(ref.student, "torch")), audio)
     got = session_motion(tgt.session(shape), audio)
@@ -842,8 +842,8 @@ def prepare(folder: Path, plan: Plan, portrait: Path, wheels: bool, student_back
     """Write the prepared folder (see the module's doc). Returns the manifest."""
     from engine.audio.frontend import front_end
     from engine.audio.speech import StreamingSpeechFeatures, shared_encoder
+    from engine.backends.runners import StudentBackend
     from engine.face import prepare_avatar
-    from engine.runtime.backends import StudentBackend
 
     folder.mkdir(parents=True, exist_ok=True)
     for stale in (MANIFEST, SPEECH_TABLE, REFERENCE, CPU_BENCH, AUDIO):
@@ -1174,7 +1174,7 @@ def _jsonable(x):
 # command line
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine.runtime.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m engine.eval.gpu_check", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     pp = sub.add_parser("prepare", help="on a CPU machine with the full install: write the prepared folder")
     pp.add_argument("--dir", type=Path, default=DEFAULT_DIR)
