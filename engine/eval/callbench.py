@@ -12,8 +12,8 @@ On a private PulseAudio server (nothing of the user's session is touched):
 The test signal is bursts of speech after pauses. Onsets are detected on both sides: on the synced
 microphone's audio (envelope crossing) and on the camera's frames (the mouth region leaving its rest
 picture, interpolated between frames). Per burst, A/V offset = audio onset - video onset (positive: the
-voice comes after the picture). The same signal rendered offline gives the avatar's own lip timing (the
-offset it has with no transport at all), reported apart.
+voice comes after the picture). The same signal rendered offline gives the avatar's own lip timing per burst (the offset it has
+with no devices at all); less that, the rest is the devices' part (`transport_offset_ms_*`).
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
 
         th = threading.Thread(target=read, name="bench-reader", daemon=True)
         th.start()
-        time.sleep(2.0)  # the avatar runs on silence: the delay settles
+        time.sleep(4.0)  # the avatar runs on silence: the delay settles (the meter spans 3 s)
         player = PulseStream("talkcam_speaker", RATE, name="bench player")
         played: list[tuple[int, float]] = []  # (first sample of the block, time it plays)
         for i in range(0, len(signal), 480):
@@ -283,17 +283,21 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
     video_on = video_onsets(np.array(cam.times), np.array(cam.mouth), [p + lat for p in played_on])
     d = (synced.delay_ms or 0.0) / 1e3
     synced_on = audio_onsets(a_times, audio, [p + d for p in played_on])
-    rows = [(a, v, p) for a, v, p in zip(synced_on, video_on, played_on) if a is not None and v is not None]
+    rows = [(a, v, p, m) for a, v, p, m in zip(synced_on, video_on, played_on, model) if a is not None and v is not None]
     if not rows:
         raise RuntimeError("no burst was detected on both the synced microphone and the camera")
-    av = np.array([1e3 * (a - v) for a, v, _ in rows])
-    raw = np.array([1e3 * (p - v) for _, v, p in rows])
-    to_cam = np.array([1e3 * (v - p) for _, v, p in rows])
+    av = np.array([1e3 * (a - v) for a, v, _, _ in rows])
+    raw = np.array([1e3 * (p - v) for _, v, p, _ in rows])
+    to_cam = np.array([1e3 * (v - p) for _, v, p, _ in rows])
     own = np.array([1e3 * m for m in model if m is not None]) if any(m is not None for m in model) else np.zeros(1)
+    # the devices' own part: each burst's offset less the avatar's own lip timing on the same burst offline
+    transport = np.array([1e3 * (a - v + m) for a, v, _, m in rows if m is not None])
     return {"stage": "call", "bursts": bursts, "bursts_detected": len(rows),
             "av_offset_ms_p50": round(float(np.median(av)), 1),
             "av_offset_ms_p95": round(float(np.percentile(np.abs(av), 95)), 1),
             "av_offset_ms": [round(float(x), 1) for x in av],
+            "transport_offset_ms_p50": round(float(np.median(transport)), 1) if len(transport) else None,
+            "transport_offset_ms_p95": round(float(np.percentile(np.abs(transport), 95)), 1) if len(transport) else None,
             "unsynced_av_offset_ms_p50": round(float(np.median(raw)), 1),
             "avatar_own_offset_ms_p50": round(float(np.median(own)), 1),
             "mic_to_frame_ms_p50": round(stats["latency_ms_p50"], 1),

@@ -66,9 +66,10 @@ def frame_delay(shown: float, frame: Frame, fps: float) -> float:
 
 
 class DelayMeter:
-    """The median of the last `window` frame delays (what the OBS sync offset and the synced mic use)."""
+    """The median of the last `window` frame delays (what the OBS sync offset and the synced mic use): over
+    3 s, so a burst of late frames does not move the voice."""
 
-    def __init__(self, window: int = 25) -> None:
+    def __init__(self, window: int = 75) -> None:
         self._d: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
