@@ -138,7 +138,7 @@ class VirtualMicDevices:
                 for index in reversed(modules):  # the source first: it needs the sink
                     if index in {m.index for m in pulse.module_list()}:
                         pulse.module_unload(index)
-        except PulseError as exc:  # the server itself went away: nothing of ours is left on it
+        except (PulseError, _pulsectl().PulseError) as exc:  # the server went away: nothing of ours is left on it
             log.warning("Could not remove the synced microphone (%s); the next start removes it", exc)
             return
         log.info("Virtual microphone '%s' removed", self.description)
@@ -207,7 +207,7 @@ class PrivatePulse:
     into). `env` points libpulse (PULSE_SERVER) at it. `kill()` / `start()` make it vanish and return."""
 
     def __init__(self, folder: Path) -> None:
-        if shutil.which("pulseaudio") is None:
+        if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
             raise PulseError("The pulseaudio daemon is not installed (Debian/Ubuntu: sudo apt install pulseaudio "
                              "pulseaudio-utils); installers/setup.sh installs it.")
         self.folder = folder

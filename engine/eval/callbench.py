@@ -212,6 +212,8 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
     server = PrivatePulse(folder)
     pyvirtualcam.register_backend("talkcam-bench", _TimedCamera)
     _TimedCamera.instances.clear()
+    pipe = reader = player = None
+    stop = threading.Event()
     try:
         server.start()
         conf = folder / "asound.conf"
@@ -237,7 +239,6 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
             raise RuntimeError("the synced microphone did not start")
         reader = PulseStream("talkcam_synced_mic", RATE, record=True, name="bench reader")
         got: list[tuple[np.ndarray, float]] = []
-        stop = threading.Event()
 
         def read():
             while not stop.is_set():
@@ -251,7 +252,8 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
         played: list[tuple[int, float]] = []  # (first sample of the block, time it plays)
         for i in range(0, len(signal), 480):
             player.write(signal[i:i + 480])
-            played.append((i, time.monotonic() + player.latency()))
+            # the latency reaches the end of what was written: this block's first sample plays a block earlier
+            played.append((i, time.monotonic() + player.latency() - len(signal[i:i + 480]) / RATE))
         time.sleep(1.0)
         stop.set()
         th.join(timeout=2)
@@ -262,6 +264,13 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
         stats = pipe.stats.summary()
         cam = _TimedCamera.instances[-1]
     finally:
+        stop.set()
+        if pipe is not None and pipe.running:  # a failure mid-run: nothing is left running on a dead server
+            pipe.stop()
+            pipe.join()
+        for stream in (reader, player):
+            if stream is not None:
+                stream.close()
         server.kill()
         for k, v in saved.items():
             if v is None:

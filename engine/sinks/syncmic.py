@@ -152,7 +152,7 @@ class DelayLine:
             self._pos += ratio * n
             self._last = float(out[-1]) if n else self._last
             self.played_delay = t_play - (self._offset + positions[0] / self.rate)
-            drop = int(self._pos) - 2 - self._start
+            drop = min(int(self._pos) - 2 - self._start, len(self._buf))  # never past the newest input
             if drop > 0:
                 self._buf = self._buf[drop:]
                 self._start += drop
@@ -244,7 +244,10 @@ class PulseMicOutput:
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._stream is not None:
-            self._stream.close()
+            if self._thread is not None and self._thread.is_alive():  # still inside a write: do not free it under it
+                log.warning("The synced microphone's stream did not stop in time; leaving it to the process's exit")
+            else:
+                self._stream.close()
             self._stream = None
         self.devices.remove()
 

@@ -123,7 +123,10 @@ class VirtualCamSink(SinkBase):
                 if fresh is not None:
                     sent = time.monotonic()
                     for listener in self.listeners:
-                        listener(fresh, sent)
+                        try:
+                            listener(fresh, sent)
+                        except Exception:  # a listener's fault is its own: the camera goes on
+                            log.exception("virtual camera listener failed")
                 self.camera.sleep_until_next_frame()
         except Exception as exc:  # the device went away: report it, the rest of the pipeline goes on
             self.error = exc
