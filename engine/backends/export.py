@@ -68,7 +68,7 @@ def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16
     dynamic, cache sizes come from the model's config. The step takes chunks of `chunk` frames (default: the
     model's; a low-latency session runs shorter ones, engine.runtime.config.Latency)."""
     from engine.models.sampling import conditions_for
-    from engine.models.student_step import CACHE_NAMES, INPUT_NAMES, OUTPUT_NAMES, StepCache, StudentStep
+    from engine.models.student_step import INPUT_NAMES, OUTPUT_NAMES, StudentStep
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,11 +76,10 @@ def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16
     dev = next(st.parameters()).device
     step = StudentStep(st, steps).eval()
     cache = st.new_cache(conditions_for(st, torch.zeros(1, 1, st.config.dim, device=dev)))
-    t = StepCache.from_cache(cache).tensors
     n = chunk or st.config.chunk
     args = (torch.zeros(1, n, st.config.motion_dim, device=dev), torch.zeros(1, n, st.config.dim, device=dev),
             torch.ones(1, device=dev), torch.tensor([float(st.config.sink_frames + 5)], device=dev), cache.fused,
-            cache.prefix_k, cache.prefix_v, *(t[k] for k in CACHE_NAMES))
+            cache.prefix_k, cache.prefix_v, *cache.tensors())
     b = torch.export.Dim("batch", min=1, max=max_batch)
     axis = {"noise": 0, "tokens": 0, "guidance": 0, "fused": 0, "prefix_k": 1, "prefix_v": 1, "sink_k": 1,
             "sink_v": 1, "sink_valid": 0, "win_k": 1, "win_v": 1, "win_valid": 0}

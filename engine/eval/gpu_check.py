@@ -539,19 +539,19 @@ def run_steps(student, fn, inputs, shape: np.ndarray | None, device: str, precis
               guidance: float = 3.0, style: str = "speaking") -> tuple[np.ndarray, dict]:
     """Chunk after chunk through a step function (its own KV cache): motion [frames, M] and the final cache."""
     from engine.models.sampling import conditions_for
-    from engine.models.student_step import StepRunner
+    from engine.models.student import CACHE_NAMES
+    from engine.models.student_step import run_step
 
     st = student
     with torch.inference_mode():
         cache = st.new_cache(conditions_for(st, torch.zeros(1, 1, st.config.dim, device=device), shape, style))
-        runner = StepRunner(fn, cache)
         g = torch.tensor([guidance], device=device)
         xs = []
         for tokens, noise in inputs:
             with _autocast(device, precision):
-                x = runner.run(tokens.to(device), noise.to(device), g, cache)
+                x = run_step(fn, cache, tokens.to(device), noise.to(device), g)
             xs.append(st.from_model(x[0].float()).cpu().numpy())
-        state = {k: v.float().cpu().numpy() for k, v in runner.state.tensors.items()}
+        state = {n: t.float().cpu().numpy() for n, t in zip(CACHE_NAMES, cache.tensors())}
     return np.concatenate(xs), state
 
 

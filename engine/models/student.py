@@ -17,13 +17,15 @@ Same conditioning as the teachers (`engine.models.conditions`), same network par
 
 `forward` is the full-sequence form used in training: noisy frames (each chunk at its own noise level)
 attend to the clean frames the cache would hold at that time (block-causal mask with sink + window).
-`tests/models/test_student.py` checks that streaming chunk by chunk equals it, also after eviction.
+`tests/models/test_student.py` checks that streaming chunk by chunk equals it, also after eviction; the chunk step
+itself is written once (`step`, pure tensor functions), run eagerly on a `StudentCache` or exported.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +36,26 @@ from torch import nn
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import Conditions
-from engine.models.sampling import step_grid  # noqa: F401 (the student's grids; re-exported)
+from engine.models.sampling import step_grid
 from engine.models.transformer import Block, apply_rotary, rotary, timestep_embedding
 from engine.models.trunk import MotionTrunk
 from engine.motion import DIM as MOTION_DIM
 
 N_PREFIX = 2
 """Prefix tokens: identity, style."""
+
+
+CACHE_NAMES = ("sink_k", "sink_v", "sink_valid", "win_k", "win_v", "win_valid", "win_pos")
+"""The cache tensors a chunk step reads and writes (prefix_k/v and fused are inputs only: they change with
+the portrait/style, `MotionStudent.set_identity`)."""
+
+
+class ChunkContext(NamedTuple):
+    """What a chunk attends to: per layer the cache's prepared keys [B, H, P, 2 Dh] and values [B, H, P, Dh],
+    and the validity [B, P] (0/1) of those slots."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    valid: torch.Tensor
 
 
 @dataclass
@@ -51,20 +66,35 @@ class StudentCache:
     prefix_v: torch.Tensor
     sink_k: torch.Tensor
     sink_v: torch.Tensor
-    sink_valid: torch.Tensor  # [B, sink_frames] bool
+    sink_valid: torch.Tensor  # [B, sink_frames] 0/1 float
     win_k: torch.Tensor
     win_v: torch.Tensor
-    win_valid: torch.Tensor  # [B, window] bool
+    win_valid: torch.Tensor  # [B, window] 0/1 float
     win_pos: torch.Tensor  # [window] absolute frame index of each slot (oldest first)
     fused: torch.Tensor  # [B, D] global conditioning (identity + style)
     frame: int = 0
     """Index of the next frame to generate."""
-    prepared: tuple | None = None
-    """(frame, per-layer keys ready for attention): valid until the next commit."""
+    prepared: tuple[int, ChunkContext] | None = None
+    """(frame, the context of that frame's chunk): valid until the next commit."""
 
     @property
     def filled(self) -> int:
         return int(self.win_valid[0].sum()) + int(self.sink_valid[0].sum())
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensors a chunk step reads and writes, in `CACHE_NAMES` order."""
+        return tuple(getattr(self, n) for n in CACHE_NAMES)
+
+    def frame_tensor(self) -> torch.Tensor:
+        """The next frame's index as the step takes it ([1] float)."""
+        return torch.tensor([float(self.frame)], device=self.win_pos.device)
+
+    def update(self, tensors: tuple[torch.Tensor, ...], frames: int) -> None:
+        """Take a step's new cache tensors (`CACHE_NAMES` order) after a chunk of `frames` frames."""
+        for name, t in zip(CACHE_NAMES, tensors, strict=True):
+            setattr(self, name, t)
+        self.frame += frames
+        self.prepared = None
 
 
 class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
@@ -191,20 +221,24 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         """Per-frame condition tokens [B, T, D] (audio, controls) for `denoise`/`commit`."""
         return self.cond(c)[2]
 
-    # -- streaming --------------------------------------------------------------------------------
+    # -- streaming ----------------------------------------------------------------------------------
+    # One chunk step, written once as pure tensor functions (`_context`, `_velocity`, `_written`, `step`):
+    # the eager methods below (`denoise`, `commit`, `generate_chunk`, used by the session and by training
+    # rollouts) run them on a `StudentCache`, and `engine.models.student_step.StudentStep` exports `step` to
+    # ONNX / TensorRT with the cache tensors as explicit inputs and outputs.
     def new_cache(self, c: Conditions) -> StudentCache:
         """An empty cache for the B streams of `c` (only its identity/style fields are read)."""
         B, dev = c.shape.shape[0], c.shape.device
         H, Dh, L = self.config.heads, self.head_dim, self.config.depth
         S, W = self.config.sink_frames, self.config.window
 
-        def buf(n):
+        def buf(n: int) -> torch.Tensor:
             return torch.zeros(L, B, H, n, Dh, device=dev)
 
         cache = StudentCache(prefix_k=buf(N_PREFIX), prefix_v=buf(N_PREFIX), sink_k=buf(S), sink_v=buf(S),
-                             sink_valid=torch.zeros(B, S, dtype=torch.bool, device=dev), win_k=buf(W), win_v=buf(W),
-                             win_valid=torch.zeros(B, W, dtype=torch.bool, device=dev),
-                             win_pos=torch.zeros(W, device=dev), fused=torch.zeros(B, self.config.dim, device=dev))
+                             sink_valid=torch.zeros(B, S, device=dev), win_k=buf(W), win_v=buf(W),
+                             win_valid=torch.zeros(B, W, device=dev), win_pos=torch.zeros(W, device=dev),
+                             fused=torch.zeros(B, self.config.dim, device=dev))
         self.set_identity(cache, c)
         return cache
 
@@ -221,84 +255,128 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         rot = self._rot(torch.zeros(N_PREFIX, device=prefix.device))
         sink = torch.ones(N_PREFIX, dtype=torch.bool, device=prefix.device)
         h = prefix
-        for i, blk in enumerate(self.blocks):
+        ks, vs = [], []
+        for blk in self.blocks:
             h, k, v = self._attend(blk, h, cvec, rot, None, sink, None)
-            cache.prefix_k[i], cache.prefix_v[i] = k, v
+            ks.append(k)
+            vs.append(v)
+        cache.prefix_k, cache.prefix_v = torch.stack(ks), torch.stack(vs)
         cache.fused = fused
         cache.prepared = None
 
-    def _prepare(self, cache: StudentCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer: the cache's keys k' (sink keys plain, window keys rotated to positions relative to
-        the next chunk) and values. Computed once per chunk: the cache only changes in `commit`."""
-        if cache.prepared is not None and cache.prepared[0] == cache.frame:
-            return cache.prepared[1]
-        dev = cache.win_k.device
+    def _context(self, prefix_k: torch.Tensor, prefix_v: torch.Tensor, sink_k: torch.Tensor, sink_v: torch.Tensor,
+                 sink_valid: torch.Tensor, win_k: torch.Tensor, win_v: torch.Tensor, win_valid: torch.Tensor,
+                 win_pos: torch.Tensor, frame: torch.Tensor) -> ChunkContext:
+        """What the next chunk (first frame `frame` [1]) attends to: per layer the cache's keys k' (sink keys
+        plain, window keys rotated to positions relative to the chunk) and values, and the slots' validity."""
+        dev = win_pos.device
         S, W = self.config.sink_frames, self.config.window
-        pos = torch.cat([torch.zeros(N_PREFIX + S, device=dev), cache.win_pos - float(cache.frame)])
+        pos = torch.cat([torch.zeros(N_PREFIX + S, device=dev), win_pos - frame])
         sink = torch.cat([torch.ones(N_PREFIX + S, dtype=torch.bool, device=dev),
                           torch.zeros(W, dtype=torch.bool, device=dev)])
         cos, sin = self._rot(pos)
         layers = []
         for i in range(self.config.depth):
-            k = torch.cat([cache.prefix_k[i], cache.sink_k[i], cache.win_k[i]], 2)
-            v = torch.cat([cache.prefix_v[i], cache.sink_v[i], cache.win_v[i]], 2)
+            k = torch.cat([prefix_k[i], sink_k[i], win_k[i]], 2)
+            v = torch.cat([prefix_v[i], sink_v[i], win_v[i]], 2)
             layers.append((self._keys(k, cos, sin, sink), v))
-        cache.prepared = (cache.frame, layers)
-        return layers
+        valid = torch.cat([torch.ones(sink_valid.shape[0], N_PREFIX, device=dev), sink_valid, win_valid], 1)
+        return ChunkContext(layers, valid)
 
-    def _chunk_pass(self, tokens: torch.Tensor, cvec: torch.Tensor, cache: StudentCache,
-                    self_sink: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def _pass(self, tokens: torch.Tensor, cvec: torch.Tensor, ctx: ChunkContext,
+              self_sink: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The blocks over one chunk's tokens [B, L, D], attending to the context and to the chunk itself.
+        Returns the last hidden state and each layer's (un-rotated) keys and values of the chunk."""
         B, L, _ = tokens.shape
         dev = tokens.device
         rot = self._rot(torch.arange(L, device=dev, dtype=torch.float32))  # relative to the chunk: bounded
-        valid = torch.cat([torch.ones(B, N_PREFIX, dtype=torch.bool, device=dev), cache.sink_valid,
-                           cache.win_valid, torch.ones(B, L, dtype=torch.bool, device=dev)], 1)
+        valid = torch.cat([ctx.valid, torch.ones(B, L, device=dev)], 1) > 0.5
         mask = valid[:, None, None, :].expand(B, 1, L, valid.shape[1])
         h, kvs = tokens, []
-        for blk, extra in zip(self.blocks, self._prepare(cache)):
+        for blk, extra in zip(self.blocks, ctx.layers):
             h, k, v = self._attend(blk, h, cvec, rot, extra, self_sink, mask)
             kvs.append((k, v))
         return h, kvs
 
-    def denoise(self, x: torch.Tensor, s: torch.Tensor, frame_tokens: torch.Tensor, guidance: torch.Tensor,
-                cache: StudentCache) -> torch.Tensor:
-        """Velocity for the next chunk x [B, n, M] at noise level s [B], given the cache (not changed)."""
+    def _velocity(self, x: torch.Tensor, s: torch.Tensor, tokens: torch.Tensor, guidance: torch.Tensor,
+                  fused: torch.Tensor, ctx: ChunkContext) -> torch.Tensor:
+        """Velocity [B, n, M] of the chunk x [B, n, M] at noise level s [B]."""
         B, n, _ = x.shape
-        cvec = (self._time(s) + cache.fused + self._guide(guidance))[:, None].expand(B, n, -1)
-        h, _ = self._chunk_pass(self.inp(x) + frame_tokens, cvec, cache,
-                                torch.zeros(n, dtype=torch.bool, device=x.device))
+        cvec = (self._time(s) + fused + self._guide(guidance))[:, None].expand(B, n, -1)
+        h, _ = self._pass(self.inp(x) + tokens, cvec, ctx, torch.zeros(n, dtype=torch.bool, device=x.device))
         return self._out(h, cvec)
 
-    def commit(self, clean: torch.Tensor, frame_tokens: torch.Tensor, cache: StudentCache) -> None:
-        """Write the finished chunk clean [B, n, M] to the cache (sink first, then the sliding window)."""
+    def _written(self, clean: torch.Tensor, tokens: torch.Tensor, fused: torch.Tensor, ctx: ChunkContext,
+                 frame: torch.Tensor, sink_k: torch.Tensor, sink_v: torch.Tensor, sink_valid: torch.Tensor,
+                 win_k: torch.Tensor, win_v: torch.Tensor, win_valid: torch.Tensor,
+                 win_pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The cache tensors (`CACHE_NAMES`) after the finished chunk clean [B, n, M] is written: a clean pass
+        at s = 0 gives its keys/values; frames < sink_frames fill their sink slots, the others enter the
+        sliding window (the oldest leave). No data-dependent control flow, so it exports."""
         B, n, _ = clean.shape
         dev = clean.device
         S, W = self.config.sink_frames, self.config.window
-        frames = torch.arange(cache.frame, cache.frame + n, device=dev)
+        frames = frame + torch.arange(n, device=dev, dtype=torch.float32)
         is_sink = frames < S
-        cvec = (self._time(torch.zeros(B, device=dev)) + cache.fused)[:, None].expand(B, n, -1)
-        _, kvs = self._chunk_pass(self.inp(clean) + frame_tokens, cvec, cache, is_sink)
-        ns = int(is_sink.sum())
+        cvec = (self._time(torch.zeros(B, device=dev)) + fused)[:, None].expand(B, n, -1)
+        _, kvs = self._pass(self.inp(clean) + tokens, cvec, ctx, is_sink)
+        A = ((torch.arange(S, device=dev, dtype=torch.float32)[:, None] == frames[None, :]) & is_sink[None, :]).float()
+        hit = A.sum(1).clamp(max=1.0)  # [S] slots written now
+        m = n - is_sink.sum()  # frames entering the window
+        slot = torch.arange(W, device=dev)
+        idx = torch.where(m + slot < W, m + slot, n + slot)  # into [window, chunk]: the newest W non-sink frames
+        new_sk, new_sv, new_wk, new_wv = [], [], [], []
         for i, (k, v) in enumerate(kvs):
-            if ns:
-                idx = frames[:ns]
-                cache.sink_k[i][:, :, idx], cache.sink_v[i][:, :, idx] = k[:, :, :ns], v[:, :, :ns]
-            if n > ns:
-                cache.win_k[i] = torch.cat([cache.win_k[i], k[:, :, ns:]], 2)[:, :, -W:]
-                cache.win_v[i] = torch.cat([cache.win_v[i], v[:, :, ns:]], 2)[:, :, -W:]
-        if ns:
-            cache.sink_valid[:, frames[:ns]] = True
-        cache.prepared = None
-        if n > ns:
-            cache.win_valid = torch.cat([cache.win_valid, torch.ones(B, n - ns, dtype=torch.bool, device=dev)], 1)[:, -W:]
-            cache.win_pos = torch.cat([cache.win_pos, frames[ns:].float()])[-W:]
-        cache.frame += n
+            new_sk.append(sink_k[i] * (1 - hit)[None, None, :, None] + torch.einsum("sn,bhnd->bhsd", A, k))
+            new_sv.append(sink_v[i] * (1 - hit)[None, None, :, None] + torch.einsum("sn,bhnd->bhsd", A, v))
+            new_wk.append(torch.cat([win_k[i], k], 2).index_select(2, idx))
+            new_wv.append(torch.cat([win_v[i], v], 2).index_select(2, idx))
+        new_sink_valid = torch.maximum(sink_valid, hit[None].expand(B, S))
+        new_win_valid = torch.cat([win_valid, torch.ones(B, n, device=dev)], 1).index_select(1, idx)
+        new_win_pos = torch.cat([win_pos, frames]).index_select(0, idx)
+        return (torch.stack(new_sk), torch.stack(new_sv), new_sink_valid, torch.stack(new_wk), torch.stack(new_wv),
+                new_win_valid, new_win_pos)
+
+    def step(self, noise: torch.Tensor, tokens: torch.Tensor, guidance: torch.Tensor, frame: torch.Tensor,
+             fused: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor, sink_k: torch.Tensor,
+             sink_v: torch.Tensor, sink_valid: torch.Tensor, win_k: torch.Tensor, win_v: torch.Tensor,
+             win_valid: torch.Tensor, win_pos: torch.Tensor, steps: int = 1) -> tuple[torch.Tensor, ...]:
+        """The whole chunk step as a pure function: sample the chunk from `noise` [B, n, M] in `steps` Euler
+        steps, then write it. Returns (x [B, n, M] model space, *the new cache tensors in `CACHE_NAMES` order)."""
+        ctx = self._context(prefix_k, prefix_v, sink_k, sink_v, sink_valid, win_k, win_v, win_valid, win_pos, frame)
+        grid = step_grid(steps) + [0.0]
+        B = noise.shape[0]
+        x = noise
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            x = x + (s_next - s) * self._velocity(x, torch.full((B,), s, device=x.device), tokens, guidance, fused, ctx)
+        return (x, *self._written(x, tokens, fused, ctx, frame, sink_k, sink_v, sink_valid, win_k, win_v,
+                                  win_valid, win_pos))
+
+    def _prepare(self, cache: StudentCache) -> ChunkContext:
+        """The cache's context for its next chunk, computed once per chunk (it changes only in `commit`)."""
+        if cache.prepared is not None and cache.prepared[0] == cache.frame:
+            return cache.prepared[1]
+        ctx = self._context(cache.prefix_k, cache.prefix_v, *cache.tensors(), cache.frame_tensor())
+        cache.prepared = (cache.frame, ctx)
+        return ctx
+
+    def denoise(self, x: torch.Tensor, s: torch.Tensor, frame_tokens: torch.Tensor, guidance: torch.Tensor,
+                cache: StudentCache) -> torch.Tensor:
+        """Velocity for the next chunk x [B, n, M] at noise level s [B], given the cache (not changed)."""
+        return self._velocity(x, s, frame_tokens, guidance, cache.fused, self._prepare(cache))
+
+    def commit(self, clean: torch.Tensor, frame_tokens: torch.Tensor, cache: StudentCache) -> None:
+        """Write the finished chunk clean [B, n, M] to the cache (sink first, then the sliding window)."""
+        new = self._written(clean, frame_tokens, cache.fused, self._prepare(cache), cache.frame_tensor(),
+                            *cache.tensors())
+        cache.update(new, clean.shape[1])
 
     def reset(self, cache: StudentCache) -> None:
         """Forget the motion (sink frames and window); keep identity and style."""
-        cache.sink_valid.zero_()
-        cache.win_valid.zero_()
-        cache.win_pos.zero_()
+        # new tensors, not in place: the old ones may be a compiled backend's outputs
+        cache.sink_valid = torch.zeros_like(cache.sink_valid)
+        cache.win_valid = torch.zeros_like(cache.win_valid)
+        cache.win_pos = torch.zeros_like(cache.win_pos)
         cache.frame = 0
         cache.prepared = None
 

@@ -34,6 +34,7 @@ from engine.audio.frontend import FrontEnd, front_end
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS
 from engine.models.sampling import GuidanceSchedule, conditions_for, tail_correct
 from engine.models.student import MotionStudent
+from engine.models.student_step import run_step
 from engine.models.teacher import MotionTeacher
 from engine.runtime.config import SessionConfig
 
@@ -213,7 +214,6 @@ class StudentSession(MelChunker):
                  shape: np.ndarray | None = None, style: str = "speaking", step=None) -> None:
         self.student = student.eval()
         self.step = step  # a backend's chunk step (engine.backends.runners.StudentBackend); None: torch eager
-        self._runner = None
         self.config = cfg = config or SessionConfig()
         if cfg.tail_forcing and corrector is None:
             raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
@@ -257,7 +257,6 @@ class StudentSession(MelChunker):
 
     def reset(self) -> None:
         """Start the motion afresh (keeps identity, style, controls)."""
-        self._runner = None
         self.student.reset(self.cache)
         self.gen.manual_seed(self.config.seed)
         self._reset_stream()
@@ -298,15 +297,8 @@ class StudentSession(MelChunker):
             if a > 0 and self._chunks % self.config.tail_every == 0:
                 correct = lambda x: self._correct(x, t_audio, ctrl, cmask)  # noqa: E731
         if self.step is not None and correct is None and self.corrector is None and n == self._step_chunk:
-            if self._runner is None:
-                from engine.models.student_step import StepRunner
-
-                self._runner = StepRunner(self.step, self.cache)
-            x = self._runner.run(tokens, noise, self.g, self.cache)
-        else:
-            if self._runner is not None:  # continue in torch from the backend's cache (a short last chunk)
-                self._runner.state.write_back(self.cache, self.cache.frame)
-                self._runner = None
+            x = run_step(self.step, self.cache, tokens, noise, self.g)
+        else:  # tail forcing, or a short last chunk: the eager step on the same cache
             x = st.generate_chunk(tokens, self.cache, self.config.steps, self.g, noise, correct)
         for i in range(n):
             item = (x[:, i], None if t_audio is None else t_audio[:, i], ctrl[i], cmask[i])
