@@ -15,11 +15,15 @@ offline result (tests/models/test_audio_encoder.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from engine.models.configs import AudioEncoderConfig
 
 
 class _CausalBlock(nn.Module):
@@ -37,8 +41,13 @@ class _CausalBlock(nn.Module):
         return x + self.drop(self.proj(F.gelu(h)))
 
 
-class AudioEncoder(ModelMixin, ConfigMixin):
+class AudioEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name differently in its two mixins
     """log-mel [B, mels_per_frame * (past_frames + T + lookahead), n_mels] -> [B, T, dim]."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def config(self) -> AudioEncoderConfig: ...
 
     @register_to_config
     def __init__(self, n_mels: int = 80, mels_per_frame: int = 4, channels: int = 192, dim: int = 192,

@@ -8,6 +8,8 @@ pure nn.Module (tensors in, tensors out); `engine.render.refiner.FrameRefiner` a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -15,6 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from engine import motion as M
+from engine.models.configs import RefinerConfig
 
 IN_CHANNELS = 7  # rendered RGB, reference RGB, mouth mask
 
@@ -29,8 +32,13 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
-class RefinerNet(ModelMixin, ConfigMixin):
+class RefinerNet(ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name differently in its two mixins
     """Residual U-Net on the mouth crop. Input sides must be multiples of 8."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def config(self) -> RefinerConfig: ...
 
     @register_to_config
     def __init__(self, motion_dim: int = M.DIM, channels: tuple[int, int, int] = (24, 48, 96),
@@ -50,15 +58,15 @@ class RefinerNet(ModelMixin, ConfigMixin):
         self.mid = nn.ModuleList(ResBlock(c3) for _ in range(bottleneck_blocks))
         self.film = nn.Sequential(nn.Linear(motion_dim, motion_hidden), nn.SiLU(),
                                   nn.Linear(motion_hidden, 2 * c3 * bottleneck_blocks))
+        film_out = cast(nn.Linear, self.film[-1])
         self.up2 = nn.Conv2d(c3, c2, 1)
         self.dec2 = ResBlock(c2)
         self.up1 = nn.Conv2d(c2, c1, 1)
         self.dec1 = ResBlock(c1)
         self.head = nn.Conv2d(c1, 3 * 4, 3, padding=1)  # before pixel-shuffle(2)
-        nn.init.zeros_(self.film[-1].weight)
-        nn.init.zeros_(self.film[-1].bias)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        assert self.head.bias is not None  # a Conv2d made with bias=True
+        for m in (film_out.weight, film_out.bias, self.head.weight, self.head.bias):  # starts as the identity
+            nn.init.zeros_(m)
 
     def forward(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
                 motion: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from torch import nn
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import Conditions
+from engine.models.configs import StudentConfig
 from engine.models.sampling import step_grid
 from engine.models.transformer import Block, apply_rotary, rotary, timestep_embedding
 from engine.models.trunk import MotionTrunk
@@ -97,8 +98,13 @@ class StudentCache:
         self.prepared = None
 
 
-class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
+class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name differently in its two mixins
     """v = student(x_s [B, T, M], s [B, T], conditions, guidance [B], clean [B, T, M]) -> [B, T, M]."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def config(self) -> StudentConfig: ...
 
     @register_to_config
     def __init__(self, motion_dim: int = MOTION_DIM, dim: int = 128, depth: int = 4, heads: int = 4,
@@ -108,13 +114,15 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         super().__init__()
         if chunk < 1 or window < chunk or sink_frames < 0:
             raise ValueError(f"need chunk >= 1, window >= chunk, sink_frames >= 0 (got {chunk}, {window}, {sink_frames})")
-        if (audio or {}).get("features") == "speech" and int(audio.get("feature_chunk", chunk)) != chunk:
-            raise ValueError(f"the speech features are computed per chunk of {audio['feature_chunk']} frames but the "
+        acfg = audio or {}
+        if acfg.get("features") == "speech" and int(acfg.get("feature_chunk", chunk)) != chunk:
+            raise ValueError(f"the speech features are computed per chunk of {acfg['feature_chunk']} frames but the "
                              f"student's chunk is {chunk}: they must be equal (the session's chunk grid)")
         self.build_trunk(motion_dim, dim, depth, heads, mlp_ratio, dropout, shape_dim, style_vocab, audio)
         self.guide = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        nn.init.zeros_(self.guide[2].weight)
-        nn.init.zeros_(self.guide[2].bias)
+        guide_out = cast(nn.Linear, self.guide[2])
+        nn.init.zeros_(guide_out.weight)
+        nn.init.zeros_(guide_out.bias)
 
     @property
     def head_dim(self) -> int:
@@ -213,7 +221,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
                           torch.zeros(T, dtype=torch.bool, device=x.device)])
         mask = self.sequence_mask(T, x.device)
         rot = self._rot(pos)
-        for blk in self.blocks:
+        for blk in self.block_list:
             h, _, _ = self._attend(blk, h, cvec, rot, None, sink, mask)
         return self._out(h[:, P + T:], cvec[:, P + T:])
 
@@ -256,7 +264,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         sink = torch.ones(N_PREFIX, dtype=torch.bool, device=prefix.device)
         h = prefix
         ks, vs = [], []
-        for blk in self.blocks:
+        for blk in self.block_list:
             h, k, v = self._attend(blk, h, cvec, rot, None, sink, None)
             ks.append(k)
             vs.append(v)
@@ -293,7 +301,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         valid = torch.cat([ctx.valid, torch.ones(B, L, device=dev)], 1) > 0.5
         mask = valid[:, None, None, :].expand(B, 1, L, valid.shape[1])
         h, kvs = tokens, []
-        for blk, extra in zip(self.blocks, ctx.layers):
+        for blk, extra in zip(self.block_list, ctx.layers):
             h, k, v = self._attend(blk, h, cvec, rot, extra, self_sink, mask)
             kvs.append((k, v))
         return h, kvs
@@ -356,7 +364,8 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):
         """The cache's context for its next chunk, computed once per chunk (it changes only in `commit`)."""
         if cache.prepared is not None and cache.prepared[0] == cache.frame:
             return cache.prepared[1]
-        ctx = self._context(cache.prefix_k, cache.prefix_v, *cache.tensors(), cache.frame_tensor())
+        ctx = self._context(cache.prefix_k, cache.prefix_v, cache.sink_k, cache.sink_v, cache.sink_valid, cache.win_k,
+                            cache.win_v, cache.win_valid, cache.win_pos, cache.frame_tensor())
         cache.prepared = (cache.frame, ctx)
         return ctx
 

@@ -8,6 +8,8 @@ classifier-free guidance on audio and on style separately) lives in `engine.mode
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -15,13 +17,19 @@ from diffusers.models.modeling_utils import ModelMixin
 from engine.data.styles import STYLE_WORDS
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import Conditions
+from engine.models.configs import TeacherConfig
 from engine.models.transformer import rotary, timestep_embedding
 from engine.models.trunk import MotionTrunk
 from engine.motion import DIM as MOTION_DIM
 
 
-class MotionTeacher(MotionTrunk, ModelMixin, ConfigMixin):
+class MotionTeacher(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]  # diffusers types config_name differently in its two mixins
     """v = teacher(x_s [B, T, M], s [B], conditions) -> [B, T, M] (model space)."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def config(self) -> TeacherConfig: ...
 
     @register_to_config
     def __init__(self, motion_dim: int = MOTION_DIM, dim: int = 192, depth: int = 6, heads: int = 6,

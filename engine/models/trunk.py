@@ -4,6 +4,8 @@ motion standardisation buffers."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -12,8 +14,11 @@ from engine.models.conditions import ConditionEncoder
 from engine.models.transformer import Block
 
 
-class MotionTrunk:
-    """Mixin for motion models (`nn.Module`s): `build_trunk` creates the shared parts."""
+class MotionTrunk(nn.Module):
+    """Base of the motion models (before diffusers' ModelMixin): `build_trunk` creates the shared parts."""
+
+    motion_mean: torch.Tensor
+    motion_std: torch.Tensor
 
     def build_trunk(self, motion_dim: int, dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float,
                     shape_dim: int, style_vocab: int, audio: dict | None) -> None:
@@ -30,6 +35,11 @@ class MotionTrunk:
             nn.init.zeros_(m.bias)
         self.register_buffer("motion_mean", torch.zeros(motion_dim))
         self.register_buffer("motion_std", torch.ones(motion_dim))
+
+    @property
+    def block_list(self) -> list[Block]:
+        """The DiT blocks (`self.blocks`), typed."""
+        return cast("list[Block]", list(self.blocks))
 
     # -- motion space: standardised per dimension with the training data's statistics -------------
     def to_model(self, motion: torch.Tensor) -> torch.Tensor:

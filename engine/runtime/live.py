@@ -145,8 +145,8 @@ def run_headless(engine: AvatarEngine, source, portrait: Path, sinks: list[Sink]
         pipe.stop()
         pipe.join()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     summary = pipe.stats.summary()
     log.info("Stopped: %d frames, %.1f fps, latency p50 %.0f / p95 %.0f ms, %d dropped", summary["frames"],
              summary["fps"], summary["latency_ms_p50"], summary["latency_ms_p95"], summary["dropped_frames"])

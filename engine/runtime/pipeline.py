@@ -347,7 +347,8 @@ class Pipeline:
         return True
 
     def _emit(self, motion: np.ndarray, pending: deque, needed: float, swap) -> None:
-        idx, cap = [], []
+        idx: list[int] = []
+        cap: list[float] = []
         for _ in range(len(motion)):
             if pending:
                 i, c = pending.popleft()

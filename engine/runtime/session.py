@@ -272,8 +272,9 @@ class StudentSession(MelChunker):
         return super().finish(n_frames)
 
     def _reset_stream(self) -> None:
-        if getattr(self, "gate", None) is not None:
-            self.gate.reset()
+        gate: SpeechGate | None = getattr(self, "gate", None)  # None before __init__ sets it
+        if gate is not None:
+            gate.reset()
         self._reset_mel()
         self._chunks = 0
         self._sink: list[tuple] = []
