@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import numpy as np
 import torch
@@ -595,6 +595,19 @@ def _teeth_frames(lm: np.ndarray, basis: M.MotionBasis) -> tuple[np.ndarray, np.
     jaw = M.index("jawOpen")
     bases[1, :, :, jaw] += 0.85 * basis.basis[14, :2, jaw]
     return rows.astype(np.float32), bases.astype(np.float32)
+
+
+class FrameRenderer(Protocol):
+    """What turns motion into frames for the pipeline (`engine.runtime.pipeline.Pipeline`): `AvatarRenderer`,
+    or any stand-in with the same calls (a test's, a benchmark's)."""
+
+    config: RendererConfig
+    """Read for the output size (`config.size`)."""
+    device: str | torch.device
+
+    def render(self, motion: np.ndarray, refine: bool = True) -> np.ndarray:
+        """motion [DIM] or [B, DIM] -> frames [B, H, W, 3] uint8."""
+        ...
 
 
 class AvatarRenderer:

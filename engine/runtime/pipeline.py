@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ import torch
 from engine.audio.io import FPS
 from engine.audio.sources import AudioFormat, AudioSource, Piece
 from engine.sinks.base import Frame, Sink
+
+if TYPE_CHECKING:
+    from engine.render.renderer import FrameRenderer
+    from engine.runtime.session import MotionSession
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +91,12 @@ class PipelineStats:
 
 
 class Pipeline:
-    """Run `session` (engine.runtime.session.StudentSession) and `renderer` (engine.render.renderer.
-    AvatarRenderer, refiner included) on `source`, fanning frames out to `sinks`."""
+    """Run `session` (a `MotionSession`: engine.runtime.session.StudentSession) and `renderer` (a
+    `FrameRenderer`: engine.render.renderer.AvatarRenderer, refiner included) on `source`, fanning frames
+    out to `sinks`."""
 
-    def __init__(self, source: AudioSource, session, renderer, sinks: list[Sink] | tuple[Sink, ...] = (),
+    def __init__(self, source: AudioSource, session: MotionSession, renderer: FrameRenderer,
+                 sinks: list[Sink] | tuple[Sink, ...] = (),
                  config: PipelineConfig | None = None) -> None:
         self.source = source
         self.session = session
@@ -119,7 +125,7 @@ class Pipeline:
     def set_style(self, style: str) -> None:
         self._commands.put(("style", style))
 
-    def set_portrait(self, renderer, shape: np.ndarray | None) -> None:
+    def set_portrait(self, renderer: FrameRenderer, shape: np.ndarray | None) -> None:
         """Switch to another portrait's renderer (and its face shape for the student) at the next chunk."""
         self._commands.put(("portrait", renderer, shape))
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,33 @@ from engine.models.teacher import MotionTeacher
 from engine.runtime.config import SessionConfig
 
 log = logging.getLogger(__name__)
+
+
+class MotionSession(Protocol):
+    """What the pipeline (`engine.runtime.pipeline.Pipeline`) runs to turn audio into motion: a
+    `StudentSession`, or a stand-in with the same calls (the benchmark's baselines, a test's)."""
+
+    chunk: int
+    """Frames the session generates at a time."""
+    device: torch.device
+    shape: np.ndarray | None
+    """The face shape the motion is generated for (None: none given)."""
+
+    def push_audio(self, samples: np.ndarray) -> np.ndarray:
+        """16 kHz mono samples in (any amount) -> the motion frames [n, M] they completed (often none)."""
+        ...
+
+    def finish(self, n_frames: int | None = None) -> np.ndarray:
+        """The frames still owed at the end of a stream (its end padded with silence)."""
+        ...
+
+    def set_control(self, name: str, value: float | None) -> None: ...
+
+    def set_guidance(self, scale: float) -> None: ...
+
+    def set_identity(self, shape: np.ndarray | None = None, style: str | None = None) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class SessionModels(NamedTuple):
