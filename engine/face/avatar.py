@@ -134,7 +134,8 @@ def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker
         raise PortraitError(f"The face in {path} is only {face_w:.0f} pixels wide; use an image where the "
                             f"face is at least {MIN_FACE_PX} pixels wide (ideally 200+).")
     if face_w < 128:
-        warnings.append(f"small face ({face_w:.0f} px wide): the avatar will look soft")
+        warnings.append(f"small face ({face_w:.0f} px wide): it is framed wider to stay sharp, so it looks small in "
+                        "the picture; a photo with a larger face gives a closer, sharper avatar")
     warnings += _check_human(image, lm, str(path), require_skin)
     human = check_human_face(image, lm)
     if human is not None:
@@ -175,11 +176,14 @@ def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
 
 
 def framing(landmarks: np.ndarray, image_hw: tuple[int, int], size: tuple[int, int] = (512, 512),
-            face_fraction: float = 0.42) -> tuple[int, int, int, int]:
+            face_fraction: float = 0.42, max_upscale: float = 0.0) -> tuple[int, int, int, int]:
     """The crop (x0, y0, width, height) of an image that frames its face for output `size` (w, h).
 
     The face (forehead to chin) takes `face_fraction` of the frame height where the image allows;
-    otherwise the largest crop that fits is used (the face then appears larger).
+    otherwise the largest crop that fits is used (the face then appears larger). `max_upscale` > 0: the crop
+    is never enlarged more than that, so a small face is framed with more of its picture around it instead
+    of being blown up past its detail (the face then appears smaller; an image smaller than the frame is
+    still enlarged as a whole).
     """
     out_w, out_h = size
     ih, iw = image_hw
@@ -188,6 +192,8 @@ def framing(landmarks: np.ndarray, image_hw: tuple[int, int], size: tuple[int, i
     cx = float(oval[:, 0].mean())
     cy = float(oval[:, 1].min() + oval[:, 1].max()) / 2
     crop_h = face_h / face_fraction
+    if max_upscale > 0:
+        crop_h = max(crop_h, out_h / max_upscale)
     crop_w = crop_h * out_w / out_h
     fit = min(1.0, iw / crop_w, ih / crop_h)
     crop_w, crop_h = crop_w * fit, crop_h * fit
@@ -215,9 +221,10 @@ def apply_framing(image: np.ndarray, landmarks: np.ndarray | None, crop: tuple[i
     return np.ascontiguousarray(frame), out_lm
 
 
-def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42) -> FramedAvatar:
+def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42,
+                 max_upscale: float = 0.0) -> FramedAvatar:
     """Crop the portrait around the face to the output aspect and resize to `size` (w, h) (see `framing`)."""
-    crop = framing(avatar.landmarks, avatar.image.shape[:2], size, face_fraction)
+    crop = framing(avatar.landmarks, avatar.image.shape[:2], size, face_fraction, max_upscale)
     frame, lm = apply_framing(avatar.image, avatar.landmarks, crop, size)
     return FramedAvatar(frame=frame, landmarks=lm, avatar=avatar)
 

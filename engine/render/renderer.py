@@ -43,6 +43,10 @@ class RendererConfig:
 
     size: tuple[int, int] = (512, 512)
     """Output frame width and height in pixels (up to 1920x1080)."""
+    max_upscale: Annotated[float, Range(0.0, 8.0)] = 1.35
+    """The portrait is enlarged at most this much to fill the frame: a small face is framed wider (more of its
+    photo around it) rather than blown up past its detail into a soft picture. 0: no limit (the face always
+    fills the same share of the frame)."""
     grid: Annotated[int, Range(16, 512)] = 128
     """Flow-grid points along the face region's longer side."""
     region_scale: Annotated[float, Range(1.0, 4.0)] = 2.0
