@@ -17,9 +17,17 @@ def _own_lines(record: logging.LogRecord) -> bool:
         (record.levelno >= logging.ERROR and record.name != "py.warnings")
 
 
+class _Console(RichHandler):
+    """The console handler; `_talkcam` marks it as ours for a later `setup_logging` call."""
+
+    _talkcam: bool = False
+
+
 class _LogFile(logging.handlers.RotatingFileHandler):
     """The log file. When it cannot be written (the disk is full, the folder went away) it stops, says so
     once on the console, and the program goes on, instead of printing a traceback for every message."""
+
+    _talkcam: bool = False
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         import sys
@@ -44,8 +52,8 @@ def setup_logging(level: str = "INFO", log_dir: Path | None = None) -> Path | No
     for h in list(root.handlers):
         if getattr(h, "_talkcam", False):  # ours from an earlier call; leave others' handlers alone
             root.removeHandler(h)
-    console = RichHandler(level=getattr(logging, level.upper(), logging.INFO), show_path=False,
-                          rich_tracebacks=False, markup=False, console=Console(stderr=True))
+    console = _Console(level=getattr(logging, level.upper(), logging.INFO), show_path=False,
+                        rich_tracebacks=False, markup=False, console=Console(stderr=True))
     console._talkcam = True
     console.addFilter(_own_lines)
     root.addHandler(console)

@@ -70,6 +70,9 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
 class LogMel(nn.Module):
     """Audio [B, S] (float, 16 kHz) -> log-mel [B, F, n_mels] with F = (S - win) // hop + 1."""
 
+    window: torch.Tensor
+    fb: torch.Tensor
+
     def __init__(self, config: MelConfig | None = None) -> None:
         super().__init__()
         self.config = config or MelConfig()

@@ -82,9 +82,12 @@ class FrontEnd:
         with the lookahead inside the window, so both change; log-mel rows depend on neither, and have no
         lookahead of their own to change."""
         if self.kind == "speech":
-            if (chunk, lookahead) == (self.speech.chunk, self.speech.lookahead):
+            speech = self.speech
+            if speech is None:
+                raise ValueError("this speech front end has no SpeechFeatureConfig (make it with `front_end`)")
+            if (chunk, lookahead) == (speech.chunk, speech.lookahead):
                 return self
-            return replace(self, lookahead=lookahead, speech=replace(self.speech, chunk=chunk, lookahead=lookahead))
+            return replace(self, lookahead=lookahead, speech=replace(speech, chunk=chunk, lookahead=lookahead))
         if lookahead != self.lookahead:
             raise ValueError(f"the {self.kind} front end has no lookahead of its own to change (asked for {lookahead}): "
                              "only models reading speech features can run another lookahead")

@@ -165,9 +165,9 @@ class MicSource:
         self.reconnects = 0
         self.silence_samples = 0
         self._stream = None
-        self._token = None
+        self._token: object | None = None
         self._ring: AudioRing | None = None
-        self._resampler = None
+        self._resampler: av.AudioResampler | None = None
         self._rate = 0
         self._in_pts = 0
         self._out = np.zeros(0, np.float32)
@@ -196,6 +196,7 @@ class MicSource:
     def _open_stream(self) -> None:
         sd = _sd()
         dev = self.device
+        assert dev is not None  # open() finds the device before the first stream
         channels = max(1, min(self.channels_wanted or dev.channels, dev.channels, MAX_RECORD_CHANNELS))
         rate = int(round(dev.rate))
         ring = AudioRing(int(self.capacity_s * rate), channels)
@@ -241,6 +242,7 @@ class MicSource:
             self.state = "lost"
             self.losses += 1
             stream, self._stream, self._token = self._stream, None, None
+        assert self.device is not None  # a stream was open, so the device was found
         msg = (f"Microphone {self.device.name!r} lost: {why}. The avatar continues on silence; capture resumes "
                "when the device is back.")
         log.warning("%s", msg)
@@ -282,6 +284,7 @@ class MicSource:
             elif self.state == "lost" and now >= next_try:
                 next_try = now + self.retry_s
                 try:
+                    assert self.device is not None  # it was open before it was lost
                     rescan()
                     self.device = find_microphone(self.device.name)
                     self._open_stream()
@@ -324,6 +327,7 @@ class MicSource:
         if rate == SAMPLE_RATE:
             out = mono
         else:
+            assert res is not None  # set with the ring
             frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
             frame.sample_rate = rate
             frame.pts = self._in_pts

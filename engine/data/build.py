@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -199,6 +200,8 @@ def build(out: Path, config: BuildConfig, progress=None) -> dict:
     if todo:
         # every shard is built in a fresh process: espeak-ng keeps state between utterances, so a shard
         # is only reproducible when its process has synthesised nothing before it
+        if sys.version_info < (3, 11):  # ProcessPoolExecutor's max_tasks_per_child came in Python 3.11
+            raise RuntimeError("Building a corpus needs Python 3.11 or newer (a fresh process per shard).")
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                  max_tasks_per_child=1) as ex:
             futures = [ex.submit(_worker, job, str(out)) for job in todo]

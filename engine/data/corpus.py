@@ -77,8 +77,9 @@ def write_shard(path: Path, clips: list[Clip]) -> None:
         "viseme": np.concatenate([c.viseme.astype(np.int8) for c in clips]),
         "frame_offsets": f_off,
     }
-    if clips and all(c.speech is not None for c in clips):
-        tensors["speech"] = np.concatenate([c.speech.astype(np.float16) + np.float16(0) for c in clips])
+    speech = [c.speech for c in clips if c.speech is not None]
+    if clips and len(speech) == len(clips):
+        tensors["speech"] = np.concatenate([s.astype(np.float16) + np.float16(0) for s in speech])
     # one metadata key: safetensors writes its metadata map in hash order, so several keys would make
     # the bytes differ from run to run
     meta = {"talkcam": json.dumps({"format": FORMAT, "clips": [c.info for c in clips]}, ensure_ascii=False)}
@@ -155,7 +156,9 @@ def write_manifest(root: Path, summary_args: dict | None = None) -> dict:
     """Rewrite manifest.jsonl from every valid shard in `root` (sorted by file name, so the same build
     gives the same file; ingested clips are included) and corpus.json with the totals."""
     root = Path(root)
-    lines, totals = [], {"clips": 0, "seconds": 0.0, "frames": 0, "scenarios": {}, "languages": {}}
+    lines: list[str] = []
+    clips, seconds, frames = 0, 0.0, 0
+    groups: dict[str, dict[str, dict[str, float]]] = {"scenarios": {}, "languages": {}}
     voices = set()
     shards = 0
     for path in sorted(root.glob("*.safetensors")):
@@ -165,16 +168,16 @@ def write_manifest(root: Path, summary_args: dict | None = None) -> dict:
         shards += 1
         for i, info in enumerate(records):
             lines.append(json.dumps(manifest_line(info, path.name, i), ensure_ascii=False, sort_keys=True))
-            totals["clips"] += 1
-            totals["seconds"] += info["duration"]
-            totals["frames"] += info["frames"]
+            clips += 1
+            seconds += info["duration"]
+            frames += info["frames"]
             for key, name in (("scenarios", info["scenario"]), ("languages", info.get("language", "?"))):
-                slot = totals[key].setdefault(name, {"clips": 0, "seconds": 0.0})
+                slot = groups[key].setdefault(name, {"clips": 0, "seconds": 0.0})
                 slot["clips"] += 1
                 slot["seconds"] += info["duration"]
             voices.add(info.get("voice", "?"))
-    totals["voices"] = len(voices)
-    totals["hours"] = totals["seconds"] / 3600
+    totals = {"clips": clips, "seconds": seconds, "frames": frames, **groups, "voices": len(voices),
+              "hours": seconds / 3600}
     tmp = root / "manifest.jsonl.tmp"
     tmp.write_text("\n".join(lines) + "\n", "utf-8")
     os.replace(tmp, root / "manifest.jsonl")

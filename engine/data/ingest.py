@@ -45,7 +45,7 @@ def video_frames(path: Path, fps: float = FPS, max_frames: int | None = None, ha
         last = None
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else n_out / fps
-            img = frame.to_ndarray(format="rgb24")
+            img: np.ndarray = frame.to_ndarray(format="rgb24")
             if half is not None:
                 mid = img.shape[1] // 2
                 img = np.ascontiguousarray(img[:, :mid] if half == "left" else img[:, mid:])

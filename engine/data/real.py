@@ -24,6 +24,7 @@ import logging
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -60,6 +61,20 @@ class ClipSync:
     z: float
 
 
+class _Measured(TypedDict):
+    """One tracked clip (or half of a split-screen clip) before its offset is decided."""
+
+    row: dict
+    half: str | None
+    motion: np.ndarray
+    mouth: np.ndarray
+    audio: np.ndarray
+    sync: ClipSync
+    face_found: float
+    neutral: int
+    size: tuple[int, int]
+
+
 def loudness(audio: np.ndarray, n_frames: int) -> np.ndarray:
     """Per video frame RMS level in dB (floored 60 dB below the clip's peak)."""
     per = SAMPLE_RATE // FPS
@@ -78,7 +93,7 @@ def measure_sync(mouth: np.ndarray, audio: np.ndarray, max_lag: int | None = Non
     y = detrend(loudness(audio, n).astype(np.float64), 12.0)
 
     near = {k: lagged_pearson(x, y, k) for k in range(-max_lag, max_lag + 1)}  # mouth at t + k, loudness at t
-    lag = max(near, key=near.get)
+    lag = max(near, key=near.__getitem__)
     far = [lagged_pearson(x, y, s * k) for k in range(20, min(51, n // 3)) for s in (-1, 1)]
     z = (near[lag] - np.mean(far)) / (np.std(far) + 1e-9) if len(far) >= 6 else 0.0
     return ClipSync(lag=int(lag), r=float(near[lag]), z=float(z))
@@ -102,7 +117,7 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
     if only:
         rows = [r for r in rows if any(o in r["file"] for o in only)]
     landmarker = FaceLandmarker()
-    measured = []
+    measured: list[_Measured] = []
     try:
         for row in rows:
             video = root / row["file"]
@@ -125,7 +140,8 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
     confident = [m["sync"].lag for m in measured if m["sync"].z >= 3.0 and len(m["motion"]) >= MIN_MEASURE_SECONDS * FPS
                  and abs(m["sync"].lag) < MAX_LAG]
     natural = int(np.median(confident)) if confident else 0
-    report = {"natural_lag": natural, "confident_clips": len(confident), "clips": []}
+    clips: list[dict] = []
+    report = {"natural_lag": natural, "confident_clips": len(confident), "clips": clips}
     for m in measured:
         row, sync, n = m["row"], m["sync"], len(m["motion"])
         seconds = n / FPS
@@ -146,7 +162,7 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
                "lag": sync.lag, "r": round(sync.r, 3), "z": round(sync.z, 2), "shift": shift, "decision": decision,
                "split": "heldout" if held else "train", "face_found": round(m["face_found"], 3),
                "license": row.get("license", ""), "who": row.get("who", "")}
-        report["clips"].append(rec)
+        clips.append(rec)
         if shift is None:
             continue
         motion, audio = m["motion"], m["audio"]
@@ -164,7 +180,10 @@ def ingest_real(root: Path, out: Path, max_seconds: float | None = None, only: t
         if held:  # its sound track, for `talkcam eval realsync`
             pcm = np.round(np.clip(audio[: int(len(motion) / FPS * SAMPLE_RATE)], -1, 1) * 32767).astype("<i2")
             with wave.open(str(dest / f"{name}.wav"), "wb") as w:
-                w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE), w.writeframes(pcm.tobytes())
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(SAMPLE_RATE)
+                w.writeframes(pcm.tobytes())
     (out / "report.json").write_text(json.dumps(report, indent=1), "utf-8")
     (out / "report.md").write_text(report_markdown(report), "utf-8")
     return report

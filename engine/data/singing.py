@@ -44,8 +44,8 @@ def melody(n: int, rng: np.random.Generator, low: float, high: float, tempo: flo
     """`n` notes (midi pitch, beats) as a random walk on a scale between `low` and `high` (midi)."""
     scale = _SCALES[str(rng.choice(list(_SCALES)))]
     tonic = rng.uniform(low, (low + high) / 2)
-    degrees = [tonic + 12 * o + s for o in range(-1, 4) for s in scale]
-    degrees = np.array([d for d in degrees if low <= d <= high])
+    steps = [tonic + 12 * o + s for o in range(-1, 4) for s in scale]
+    degrees = np.array([d for d in steps if low <= d <= high])
     k = int(np.argmin(np.abs(degrees - tonic)))
     out = []
     for _ in range(n):
@@ -153,8 +153,8 @@ def sing(speech: np.ndarray, sr: int, phonemes: list[Phoneme], rng: np.random.Ge
         ph = phase + incr * np.arange(1, hop + 1)
         pulses = (np.floor(ph) > np.floor(np.concatenate([[phase], ph[:-1]]))).astype(float)
         phase = ph[-1] % 1.0
-        v = float(np.clip((voiced[i] - 0.25) / 0.35, 0.0, 1.0))
-        exc = v * pulses * np.sqrt(sr / f) + (1 - v * 0.9) * rng.standard_normal(hop)
+        vo = float(np.clip((voiced[i] - 0.25) / 0.35, 0.0, 1.0))
+        exc = vo * pulses * np.sqrt(sr / f) + (1 - vo * 0.9) * rng.standard_normal(hop)
         seg, zi = lfilter([gains[i]], coeffs[i], exc, zi=zi)
         out[k * hop:(k + 1) * hop] = seg
     out = lfilter([1.0], [1.0, -0.97], out)

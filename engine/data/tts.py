@@ -157,7 +157,7 @@ def text_script(text: str) -> str:
         return "Latin"
     if counts.get("Japanese") and counts.get("Han"):
         counts["Japanese"] += counts.pop("Han")
-    return max(counts, key=counts.get)
+    return max(counts, key=counts.__getitem__)
 
 
 def voice_for_text(text: str, voice: str, default: str = "en-us") -> tuple[str, str | None]:

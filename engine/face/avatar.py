@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import cv2
 import numpy as np
@@ -201,6 +202,16 @@ def framing(landmarks: np.ndarray, image_hw: tuple[int, int], size: tuple[int, i
     y0 = int(round(np.clip(cy - 0.48 * crop_h, 0, ih - crop_h)))
     cw, ch = max(1, min(iw - x0, int(round(crop_w)))), max(1, min(ih - y0, int(round(crop_h))))
     return x0, y0, cw, ch
+
+
+@overload
+def apply_framing(image: np.ndarray, landmarks: np.ndarray, crop: tuple[int, int, int, int],
+                  size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def apply_framing(image: np.ndarray, landmarks: None, crop: tuple[int, int, int, int],
+                  size: tuple[int, int]) -> tuple[np.ndarray, None]: ...
 
 
 def apply_framing(image: np.ndarray, landmarks: np.ndarray | None, crop: tuple[int, int, int, int],

@@ -42,7 +42,7 @@ def load_image(path: Path) -> tuple[np.ndarray, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clearer message
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise PortraitError(

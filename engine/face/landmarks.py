@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -132,8 +133,9 @@ class FaceLandmarker:
     def __init__(self, min_score: float = 0.5) -> None:
         self.min_score = min_score
         self._lock = threading.Lock()
-        self._detectors = None
-        self._mesh = None
+        # mediapipe's solutions are untyped
+        self._detectors: list[Any] | None = None
+        self._mesh: Any = None
         self.calls = 0  # how many images were analysed (tests use it to see cache hits)
 
     def _models(self):

@@ -12,11 +12,16 @@ import tempfile
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
 from engine.audio.sources import RECORD_RATES, AudioFormat
+
+if TYPE_CHECKING:
+    import queue
+    import threading
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +208,8 @@ class RecorderSink:
         self.frames_filled = 0
         self.frames_dropped = 0
         self._writer: Mp4Writer | None = None
-        self._q = None
-        self._thread = None
+        self._q: queue.Queue[tuple[str, int, np.ndarray] | None] | None = None
+        self._thread: threading.Thread | None = None
 
     def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
         """`sample_rate`, `channels`: the source's own audio format, which the recording keeps."""
@@ -237,7 +242,7 @@ class RecorderSink:
             samples = _to_rate(piece.samples, n)
         self._enqueue(("a", start, samples))
 
-    def _enqueue(self, item) -> None:
+    def _enqueue(self, item: tuple[str, int, np.ndarray]) -> None:
         import queue
 
         if self.error is not None or self._q is None:
@@ -248,6 +253,7 @@ class RecorderSink:
             except queue.Full:
                 self.frames_dropped += 1  # the writer fills it with the previous frame
             return
+        assert self._thread is not None  # opened with the queue
         while self._thread.is_alive():  # offline frames and all audio wait for the writer
             try:
                 self._q.put(item, timeout=0.1)
@@ -256,14 +262,15 @@ class RecorderSink:
                 continue
 
     def _run(self) -> None:
-        w = self._writer
+        w, q = self._writer, self._q
+        assert w is not None and q is not None  # open() sets both before starting this thread
         first = None
         last_image = None
         audio: list = []  # (start, samples) waiting for their frames
-        a_next = None  # next audio sample to write
+        a_next = 0  # next audio sample to write (set with `first`)
         try:
             while True:
-                item = self._q.get()
+                item = q.get()
                 if item is None:
                     break
                 kind, pos, data = item
@@ -298,12 +305,14 @@ class RecorderSink:
                         self.on_error(exc)
             while True:  # unblock writers still queueing
                 try:
-                    self._q.get_nowait()
+                    q.get_nowait()
                 except Exception:
                     break
 
     def _write_audio(self, audio: list, a_next: int, until: int) -> int:
         """Write queued audio in [a_next, until) (samples on the stream clock)."""
+        w = self._writer
+        assert w is not None  # called by the writer thread, which open() starts with the writer
         while audio:
             start, samples = audio[0]
             end = start + len(samples)
@@ -315,8 +324,8 @@ class RecorderSink:
             if hi <= lo:
                 break
             if lo > a_next:  # a gap in the captured audio: keep the clock with silence
-                self._writer.write_audio(np.zeros(lo - a_next, np.float32))
-            self._writer.write_audio(samples[lo - start: hi - start])
+                w.write_audio(np.zeros(lo - a_next, np.float32))
+            w.write_audio(samples[lo - start: hi - start])
             a_next = hi
             if hi < end:
                 break
@@ -326,6 +335,7 @@ class RecorderSink:
     def close(self) -> None:
         if self._thread is None:
             return
+        assert self._q is not None  # opened with the thread
         self._q.put(None)
         self._thread.join()
         self._thread = None

@@ -26,13 +26,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engine.audio.io import SAMPLE_RATE
 from engine.audio.sources import Piece
 from engine.sinks.base import Frame, SinkBase
+
+if TYPE_CHECKING:
+    import av
+    import sounddevice as sd
+
+    from engine.audio.pulse import PulseStream
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +139,7 @@ class DelayLine:
                 return np.zeros(n, np.float32)
             target = (t_play - self.delay - self._offset) * self.rate  # input index that should play now
             resync = self._pos is None or abs(target - self._pos) > self.resync_s * self.rate
-            if resync:
+            if self._pos is None or resync:  # (resync when None; spelled out for the type checker)
                 self._pos = target
                 ratio = 1.0
                 if self.played_delay is not None:
@@ -199,7 +205,7 @@ class PulseMicOutput:
 
         self.devices = VirtualMicDevices(rate=OUT_RATE)
         self.buffer_ms = buffer_ms
-        self._stream = None
+        self._stream: PulseStream | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -223,6 +229,7 @@ class PulseMicOutput:
     def _pump(self, pull) -> None:
         stream = self._stream
         try:
+            assert stream is not None  # start() opens it before starting this thread
             # a PulseAudio null sink that was idle wakes up only at its old (2 s) timer: until then writes
             # block. Prime it with silence so the voice starts when the device runs at its pace.
             silence = np.zeros(BLOCK, np.float32)
@@ -258,7 +265,7 @@ class PortAudioMicOutput:
 
     def __init__(self, device: str) -> None:
         self.name = device
-        self._stream = None
+        self._stream: sd.OutputStream | None = None
 
     def start(self, pull: Callable[[int, float], np.ndarray]) -> None:
         import sounddevice as sd
@@ -275,10 +282,11 @@ class PortAudioMicOutput:
 
         try:
             info = sd.query_devices(self.name, "output")
-            self._stream = sd.OutputStream(device=self.name, samplerate=OUT_RATE,
-                                           channels=min(2, int(info["max_output_channels"])), dtype="float32",
-                                           blocksize=BLOCK, latency="low", callback=callback)
-            self._stream.start()
+            self._stream = stream = sd.OutputStream(device=self.name, samplerate=OUT_RATE,
+                                                    channels=min(2, int(info["max_output_channels"])),
+                                                    dtype="float32", blocksize=BLOCK, latency="low",
+                                                    callback=callback)
+            stream.start()
         except (ValueError, sd.PortAudioError) as exc:
             raise SyncedMicError(f"Could not open the output {self.name!r} for the synced microphone ({exc}).\n"
                                  f"{install_hint()}") from exc
@@ -370,8 +378,8 @@ class SyncedMicSink(AvDelaySink):
         self.output = output
         self.initial_delay = initial_delay
         self.line = DelayLine(OUT_RATE, initial_delay)
-        self._res_orig = None
-        self._res_16k = None
+        self._res_orig: av.AudioResampler | None = None
+        self._res_16k: av.AudioResampler | None = None
         self._opened = False
 
     @property
@@ -413,6 +421,7 @@ class SyncedMicSink(AvDelaySink):
         frame.time_base = Fraction(1, rate)
         self._pts[kind] += len(mono)
         res = self._res_orig if kind == "orig" else self._res_16k
+        assert res is not None  # made by open()
         parts = [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 

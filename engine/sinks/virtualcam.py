@@ -12,10 +12,14 @@ import platform
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.sinks.base import Frame, SinkBase
+
+if TYPE_CHECKING:
+    from pyvirtualcam import Camera
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ class VirtualCamSink(SinkBase):
         self.size, self.fps = size, fps
         self.backend, self.device = backend, device
         self.placeholder = placeholder
-        self.camera = None
+        self.camera: Camera | None = None
         self.sent = 0
         self.repeated = 0
         self.received = 0
@@ -86,8 +90,8 @@ class VirtualCamSink(SinkBase):
         self.size = self.size or size
         self.fps = self.fps or fps
         w, h = self.size
-        self.camera = open_camera(w, h, self.fps, self.backend, self.device)
-        log.info("Virtual camera: %s (%s) %dx%d at %g fps", self.camera.device, self.camera.backend, w, h, self.fps)
+        self.camera = camera = open_camera(w, h, self.fps, self.backend, self.device)
+        log.info("Virtual camera: %s (%s) %dx%d at %g fps", camera.device, camera.backend, w, h, self.fps)
         self._stop.clear()
         self._thread = threading.Thread(target=self._pace, name="talkcam-virtualcam", daemon=True)
         self._thread.start()
@@ -98,6 +102,7 @@ class VirtualCamSink(SinkBase):
         self.received += 1
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
+        assert self.size is not None  # set by open()
         w, h = self.size
         if image.shape[0] != h or image.shape[1] != w:
             import cv2
@@ -106,6 +111,8 @@ class VirtualCamSink(SinkBase):
         return np.ascontiguousarray(image[..., :3])
 
     def _pace(self) -> None:
+        camera = self.camera
+        assert self.size is not None and camera is not None  # open() sets both before starting this thread
         w, h = self.size
         blank = self._fit(self.placeholder) if self.placeholder is not None else np.zeros((h, w, 3), np.uint8)
         last = blank
@@ -115,10 +122,11 @@ class VirtualCamSink(SinkBase):
                 if self._fresh:
                     self._fresh = False
                     fresh = self._latest
+                    assert fresh is not None  # written before _fresh is set
                     last = self._fit(fresh.image)
                 elif self.sent:
                     self.repeated += 1
-                self.camera.send(last)
+                camera.send(last)
                 self.sent += 1
                 if fresh is not None:
                     sent = time.monotonic()
@@ -127,7 +135,7 @@ class VirtualCamSink(SinkBase):
                             listener(fresh, sent)
                         except Exception:  # a listener's fault is its own: the camera goes on
                             log.exception("virtual camera listener failed")
-                self.camera.sleep_until_next_frame()
+                camera.sleep_until_next_frame()
         except Exception as exc:  # the device went away: report it, the rest of the pipeline goes on
             self.error = exc
             log.error("Virtual camera stopped: %s", exc)

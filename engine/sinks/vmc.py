@@ -21,10 +21,14 @@ import logging
 import math
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine import motion as M
+
+if TYPE_CHECKING:
+    from pythonosc.udp_client import SimpleUDPClient
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ class VmcSink:
         self.host, self.port = parse_target(target)
         self.sent = 0
         self.errors = 0
-        self._client = None
+        self._client: SimpleUDPClient | None = None
         self._t0 = 0.0
 
     def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
