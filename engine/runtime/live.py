@@ -11,16 +11,18 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from engine.audio.io import FPS, SAMPLE_RATE
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.avatar import FramedPortrait, LiveAvatar, build_avatar, frame_portrait
+from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.runtime.pipeline import Pipeline, PipelineConfig
 from engine.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from engine.runtime.session import StudentSession
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +30,6 @@ PIECE = SAMPLE_RATE // FPS  # 40 ms: one video frame of audio (files at full spe
 LIVE_PIECE = SAMPLE_RATE // 50
 """20 ms: live audio is read in half frames, so a chunk starts as soon as its audio (plus the mel window's
 15 ms) is in, not at the next 40 ms boundary: 20 ms less latency."""
-
-
-@dataclass
-class LiveAvatar:
-    """A portrait ready to run live: its renderer (with refiner) and the face shape the student is told.
-    (Not `engine.face.Avatar`, the portrait's face analysis this is built from.)"""
-
-    path: Path
-    renderer: AvatarRenderer
-    shape: np.ndarray
 
 
 class AvatarEngine:
@@ -74,18 +66,14 @@ class AvatarEngine:
         """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
         import torch
 
-        from engine.face import frame_avatar, prepare_avatar
-        from engine.face.shape import portrait_shape
-
-        framed = frame_avatar(prepare_avatar(portrait, cache_dir=self.cache_dir, require_skin=self.require_skin),
-                              self.render_config.size)
+        fp = frame_portrait(portrait, self.render_config.size, self.render_config.max_upscale,
+                            cache_dir=self.cache_dir, require_skin=self.require_skin)
         try:
-            renderer = AvatarRenderer(framed, self.render_config, self.device, self._refiner(self.device))
+            return build_avatar(fp, self.render_config, device=self.device, refiner_runner=self._refiner(self.device))
         except torch.OutOfMemoryError as exc:  # the student stays where it is; the renderer moves to the CPU
             log.warning("GPU out of memory for the renderer (%s): rendering on the CPU instead (slower)", exc)
             torch.cuda.empty_cache()
-            renderer = AvatarRenderer(framed, self.render_config, "cpu", self._refiner("cpu"))
-        return LiveAvatar(Path(portrait), renderer, portrait_shape(framed.landmarks))
+            return build_avatar(fp, self.render_config, device="cpu", refiner_runner=self._refiner("cpu"))
 
     def _refiner(self, device: str):
         """The refiner runner for `device`, built once and shared by every portrait (None when it is off)."""
@@ -97,12 +85,15 @@ class AvatarEngine:
             self._refiners[device] = refiner_runner_for(self.render_config, device)
         return self._refiners[device]
 
-    def pipeline_for(self, source, avatar: LiveAvatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
-        from engine.runtime.session import StudentSession
+    def session(self, avatar: FramedPortrait) -> StudentSession:
+        """A new motion stream of the engine's models and settings for `avatar`'s face shape."""
+        from engine.runtime.session import StudentSession  # the models' side (diffusers) loads only when used
 
         student, corrector, schedule = self.models
-        sess = StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style, self.step)
-        self.pipeline = Pipeline(source, sess, avatar.renderer, sinks, config)
+        return StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style, self.step)
+
+    def pipeline_for(self, source, avatar: LiveAvatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
+        self.pipeline = Pipeline(source, self.session(avatar), avatar.renderer, sinks, config)
         return self.pipeline
 
     def switch_portrait(self, portrait: Path) -> LiveAvatar:

@@ -13,8 +13,8 @@ import numpy as np
 
 from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.tts import EspeakTTS, TTSConfig, TTSError, looks_like_ssml, voice_for_text
-from engine.face import frame_avatar, prepare_avatar
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.avatar import build_avatar, frame_portrait
+from engine.render.renderer import RendererConfig
 from engine.sinks.recorder import Interrupted, Mp4Writer, Progress, RecorderError
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
     with equal streams up to its last fragment. Ctrl-C ends the file cleanly where it was and raises
     `Interrupted`. `progress(done, total)` (seconds of video) is called after every batch of frames."""
     render = render or RendererConfig()
-    avatar = prepare_avatar(portrait, cache_dir=cache_dir, require_skin=require_skin)
-    framed = frame_avatar(avatar, render.size)
+    framed = frame_portrait(portrait, render.size, render.max_upscale, cache_dir=cache_dir, require_skin=require_skin)
     tts = tts or TTSConfig()
     if not ssml and looks_like_ssml(text):
         ssml = True
@@ -55,7 +54,7 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
                        "text with words (punctuation alone is silent).")
     n_frames = max(1, math.ceil(utt.duration * fps))
     motion = ProceduralAnimator(animator).animate(utt.phonemes, n_frames, fps, utt.audio, utt.sample_rate)
-    renderer = AvatarRenderer(framed, render)
+    renderer = build_avatar(framed, render).renderer
     rate = utt.sample_rate
     n_samples = round(n_frames * rate / fps)
     audio = np.zeros(n_samples, np.float32)
