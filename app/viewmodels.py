@@ -16,13 +16,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.settings import Settings, user_portraits_dir
 from engine import paths
-from engine.sinks.base import SinkBase
+from engine.sinks.base import Sink, SinkBase
+
+if TYPE_CHECKING:  # the engine's modules load with the first start (a quick window)
+    from engine.audio.mic import MicSource
+    from engine.audio.sources import AudioSource
+    from engine.render.avatar import LiveAvatar
+    from engine.runtime.live import AvatarEngine
+    from engine.runtime.pipeline import Pipeline
+    from engine.sinks.bus import FrameBus
+    from engine.sinks.recorder import RecorderSink
+    from engine.sinks.syncmic import AvDelaySink, SyncedMicSink
+    from engine.sinks.virtualcam import VirtualCamSink
+    from engine.sinks.vmc import VmcSink
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +185,20 @@ class SessionViewModel(QObject):
         self.cache_dir = cache_dir
         self.source_factory = source_factory  # tests: a file played as the microphone
         self.state = SessionState.STOPPED
-        self.engine = None
-        self.pipeline = None
-        self.source = None
-        self.bus = None
+        self.engine: AvatarEngine | None = None
+        self.pipeline: Pipeline | None = None
+        self.avatar: LiveAvatar | None = None
+        """The avatar on screen (None until the first start)."""
+        # MicSource is listed apart: its record_format is None until opened (AudioSource says AudioFormat)
+        self.source: AudioSource | MicSource | None = None
+        self.bus: FrameBus | None = None
         self.level = LevelSink()
-        self.recorder = None
-        self.camera = None
-        self.vmc = None
-        self.synced = None  # the synced microphone's sink while it is on
-        self.av_delay = None  # measures the video's delay behind the voice (the OBS sync offset)
+        self.recorder: RecorderSink | None = None
+        self.camera: VirtualCamSink | None = None
+        self.vmc: VmcSink | None = None
+        self.synced: SyncedMicSink | None = None  # the synced microphone's sink while it is on
+        # measures the video's delay behind the voice (the OBS sync offset)
+        self.av_delay: AvDelaySink | None = None
         self.record_started = 0.0
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="talkcam-engine")
 
@@ -260,14 +277,14 @@ class SessionViewModel(QObject):
             self.engine.session_config.latency = _latency(self.settings.latency)
             self.engine.style = self.settings.style
             portrait = Path(self.settings.portrait) if self.settings.portrait else paths.default_portrait()
-            avatar = self.engine.avatar(portrait)
+            self.avatar = avatar = self.engine.avatar(portrait)
             self.source = (self.source_factory() if self.source_factory is not None
                            else MicSource(self.settings.mic or None, LIVE_PIECE, on_status=self._mic_status))
             from engine.sinks.syncmic import AvDelaySink
 
             self.bus = FrameBus()
             self.av_delay = AvDelaySink()
-            sinks = [self.bus, self.level, self.av_delay]
+            sinks: list[Sink] = [self.bus, self.level, self.av_delay]
             self.pipeline = self.engine.pipeline_for(self.source, avatar, sinks)
             self.pipeline.muted = self.settings.muted
             self.pipeline.start()
@@ -325,8 +342,21 @@ class SessionViewModel(QObject):
         else:
             self.portraitChanged.emit(str(path))
 
+    def _live_pipeline(self) -> Pipeline:
+        """The running pipeline, for the engine thread's changes to it."""
+        if self.pipeline is None:
+            raise RuntimeError("The session is not running.")
+        return self.pipeline
+
+    def _live_avatar(self) -> LiveAvatar:
+        if self.avatar is None or self.pipeline is None:
+            raise RuntimeError("The session is not running.")
+        return self.avatar
+
     def _switch(self, path: Path) -> None:
-        self.engine.switch_portrait(path)
+        if self.engine is None:
+            raise RuntimeError("The session is not running.")
+        self.avatar = self.engine.switch_portrait(path)
         self.portraitChanged.emit(str(path))
 
     def set_mute(self, muted: bool) -> None:
@@ -377,7 +407,7 @@ class SessionViewModel(QObject):
 
         cam = self._toggle_sink(on, "camera", "virtualcam", self.virtualcamChanged, lambda: VirtualCamSink(
             (self.settings.cam_width, self.settings.cam_height), self.settings.cam_fps,
-            backend=self.settings.cam_backend, placeholder=self.pipeline.renderer.rig.frame))
+            backend=self.settings.cam_backend, placeholder=self._live_avatar().framed.frame))
         for av in (self.av_delay, self.synced):  # the viewers see the camera's frames: time them there
             if av is not None:
                 if cam is not None:
@@ -410,7 +440,7 @@ class SessionViewModel(QObject):
         if on and current is None:
             try:
                 sink = make()
-                self.pipeline.add_sink(sink)
+                self._live_pipeline().add_sink(sink)
             except Exception:
                 setattr(self.settings, setting, False)
                 changed.emit(False)
@@ -420,7 +450,7 @@ class SessionViewModel(QObject):
             return sink
         if not on and current is not None:
             setattr(self, attr, None)
-            self.pipeline.remove_sink(current)
+            self._live_pipeline().remove_sink(current)
         changed.emit(getattr(self, attr) is not None)
         return None
 

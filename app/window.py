@@ -96,9 +96,11 @@ class MainWindow(QMainWindow):
         self._connect()
         self.refresh_gallery()
         self.refresh_mics()
-        self._frame_timer = QTimer(self, interval=33, timeout=self._pull_frame)
+        self._frame_timer = QTimer(self, interval=33)
+        self._frame_timer.timeout.connect(self._pull_frame)
         self._frame_timer.start()
-        self._stats_timer = QTimer(self, interval=500, timeout=self._update_status)
+        self._stats_timer = QTimer(self, interval=500)
+        self._stats_timer.timeout.connect(self._update_status)
         self._stats_timer.start()
 
     # -- layout ---------------------------------------------------------------------------------
@@ -163,8 +165,8 @@ class MainWindow(QMainWindow):
 
         # virtual camera
         self.cam_size = QComboBox()
-        for w, h in CAMERA_SIZES:
-            self.cam_size.addItem(f"{w} × {h}", (w, h))
+        for cam_w, cam_h in CAMERA_SIZES:
+            self.cam_size.addItem(f"{cam_w} × {cam_h}", (cam_w, cam_h))
         i = self.cam_size.findData((self.settings.cam_width, self.settings.cam_height))
         self.cam_size.setCurrentIndex(max(0, i))
         self.cam_fps = QSpinBox()
@@ -211,8 +213,8 @@ class MainWindow(QMainWindow):
         xl.addRow("Latency", self.latency)
 
         right = QVBoxLayout()
-        for b in (pbox, mbox, cbox, xbox):
-            right.addWidget(b)
+        for group in (pbox, mbox, cbox, xbox):
+            right.addWidget(group)
         right.addStretch(1)
         root = QWidget()
         h = QHBoxLayout(root)
@@ -230,19 +232,28 @@ class MainWindow(QMainWindow):
 
     def _menus(self) -> None:
         file = self.menuBar().addMenu("&File")
-        add = QAction("Add portrait…", self, shortcut=QKeySequence("Ctrl+O"), triggered=self._add_dialog)
-        folder = QAction("Recordings folder…", self, triggered=self._choose_record_dir)
-        quit_ = QAction("Quit", self, shortcut=QKeySequence("Ctrl+Q"), triggered=self.close)
+        add = QAction("Add portrait…", self, shortcut=QKeySequence("Ctrl+O"))
+        add.triggered.connect(self._add_dialog)
+        folder = QAction("Recordings folder…", self)
+        folder.triggered.connect(self._choose_record_dir)
+        quit_ = QAction("Quit", self, shortcut=QKeySequence("Ctrl+Q"))
+        quit_.triggered.connect(self.close)
         for a in (add, folder, quit_):
             file.addAction(a)
         view = self.menuBar().addMenu("&View")
         self.overlay_action = QAction("Show fps / latency", self, checkable=True, checked=self.settings.overlay,
-                                      shortcut=QKeySequence("F2"), toggled=self._toggle_overlay)
+                                      shortcut=QKeySequence("F2"))
+        self.overlay_action.toggled.connect(self._toggle_overlay)
         view.addAction(self.overlay_action)
         help_ = self.menuBar().addMenu("&Help")
-        help_.addAction(QAction("Show logs", self, triggered=self.show_logs))
-        help_.addAction(QAction("About talkcam", self, triggered=lambda: QMessageBox.about(
-            self, "talkcam", "talkcam: a live talking avatar from one portrait.\nModels and portraits: see assets/.")))
+        logs = QAction("Show logs", self)
+        logs.triggered.connect(self.show_logs)
+        help_.addAction(logs)
+        about = QAction("About talkcam", self)
+        about.triggered.connect(lambda: QMessageBox.about(
+            self, "talkcam", "talkcam: a live talking avatar from one portrait.\n"
+                             "Models and portraits: see assets/."))
+        help_.addAction(about)
 
     def _connect(self) -> None:
         vm = self.vm
@@ -266,7 +277,8 @@ class MainWindow(QMainWindow):
         self.latency.activated.connect(lambda i: vm.set_latency(self.latency.itemData(i)))
         for name, b in self.expr_buttons.items():
             b.clicked.connect(lambda _=False, n=name: vm.expression(n))
-            QShortcut(QKeySequence(SHORTCUTS[name]), self, activated=lambda n=name: vm.expression(n))
+            shortcut = QShortcut(QKeySequence(SHORTCUTS[name]), self)
+            shortcut.activated.connect(lambda n=name: vm.expression(n))
         vm.stateChanged.connect(self._state)
         vm.error.connect(self.show_error)
         vm.message.connect(lambda m: self.statusBar().showMessage(m, 8000))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import tyro
 
@@ -202,6 +202,7 @@ class Live:
         from engine.audio.mic import MicSource
         from engine.audio.sources import FileSource
         from engine.runtime.live import LIVE_PIECE, AvatarEngine, run_headless
+        from engine.sinks.base import Sink
         from engine.sinks.recorder import RecorderSink, check_output
         from engine.sinks.virtualcam import VirtualCamSink
 
@@ -212,16 +213,16 @@ class Live:
             check_output(self.record, (self.audio, self.portrait), self.overwrite)
         source = (FileSource(self.audio, LIVE_PIECE, realtime=True) if self.audio is not None
                   else MicSource(self.mic, LIVE_PIECE))
-        sinks = []
+        sinks: list[Sink] = []
         camera = None
         if self.virtualcam:
             camera = VirtualCamSink(backend=self.camera_backend, device=self.camera_device)
             sinks.append(camera)
         if self.synced_mic:
-            from engine.sinks.syncmic import PortAudioMicOutput, SyncedMicSink
+            from engine.sinks.syncmic import AvDelaySink, PortAudioMicOutput, SyncedMicSink
 
             output = PortAudioMicOutput(self.synced_mic_device) if self.synced_mic_device else None
-            av_sink = SyncedMicSink(output, extra_ms=self.video_delay_ms)
+            av_sink: AvDelaySink = SyncedMicSink(output, extra_ms=self.video_delay_ms)
         else:
             from engine.sinks.syncmic import AvDelaySink
 
@@ -240,8 +241,10 @@ class Live:
         engine = AvatarEngine(self.render, self.session, None, self.style, self.common.avatar_cache(), self.skin_check)
         run_headless(engine, source, self.portrait or paths.default_portrait(), sinks, self.seconds)
         for s in sinks:  # another output that failed (the virtual camera went away) ends with its error
-            if s is not recorder and getattr(s, "error", None) is not None:
-                raise s.error
+            if s is not recorder:
+                error = getattr(s, "error", None)
+                if error is not None:
+                    raise error
         if recorder is not None and recorder.error is not None:  # said when it happened; the outcome here
             log.error("The recording %s stopped early: it plays its first %.1f s.", self.record,
                       recorder.frames_written / recorder.fps)
@@ -415,9 +418,9 @@ class Bench:
             out = {**bench_call(portrait, self.render, self.session, cache_dir=self.common.avatar_cache()),
                    **environment()}
         elif self.stage in ("student", "serial"):
-            r = bench_stream(portrait, self.render if self.stage == "serial" else None, self.session, self.student,
-                             frames=self.frames, cache_dir=self.common.avatar_cache())
-            out = {"stage": self.stage, **dataclasses.asdict(r), **environment()}
+            sb = bench_stream(portrait, self.render if self.stage == "serial" else None, self.session,
+                              self.student, frames=self.frames, cache_dir=self.common.avatar_cache())
+            out = {"stage": self.stage, **dataclasses.asdict(sb), **environment()}
         else:
             raise ValueError(f"--stage is pipeline, call, serial, renderer, refiner or student, got {self.stage!r}")
         sys.stdout.write(json.dumps(out) + "\n")
@@ -575,7 +578,10 @@ class Eval:
         if self.realsync is not None:
             from engine.eval.realsync import realsync
 
-            sources = dict(s.split("=", 1) if "=" in s else (s, s) for s in self.sources)
+            sources: dict[str, str] = {}
+            for s in self.sources:
+                name, sep, value = s.partition("=")
+                sources[name] = value if sep else s
             res = realsync(self.realsync, self.real, portrait, self.out, sources, self.eval,
                            max_seconds=self.eval.max_seconds or 20.0, cache_dir=self.common.avatar_cache())
             log.info("Report: %s\n%s", self.out / "realsync.md", res["table"])
@@ -680,7 +686,7 @@ class Compare:
     def run(self) -> int:
         from engine.eval.compare import PROCEDURAL, compare
 
-        sources: dict[str, str | Path] = {}
+        sources: dict[str, str | Path | tuple[Path, int]] = {}
         for b in self.baselines:
             if b not in PROCEDURAL:
                 raise ValueError(f"--baselines takes procedural and/or procedural-audio, got {b!r}")
@@ -913,15 +919,26 @@ def _realism_portrait(spec: str, root: Path, work: Path) -> Path:
     return dest
 
 
-COMMANDS = {"live": Live, "mics": Mics, "export": Export, "say": Say, "render": Render, "drift": Drift, "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
-GROUPS = {"data": ({"build": DataBuild, "ingest": DataIngest, "real": DataReal, "features": DataFeatures,
-                   "refiner": DataRefiner},
-                  "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
-          "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
-                     "student": TrainStudent, "compare": Compare, "refiner": TrainRefiner,
-                     "refiner-eval": RefinerEval},
-                    "Training: teachers (generalist and specialists), guidance sweep and calibration, the "
-                    "student (distillation), results table, the decoder refiner and its evaluation.")}
+class _Command(Protocol):
+    """What every command is: its options, with the shared ones in `common`, and `run`."""
+
+    common: Common
+
+    def run(self) -> int: ...
+
+
+COMMANDS: dict[str, Callable[..., _Command]] = {
+    "live": Live, "mics": Mics, "export": Export, "say": Say, "render": Render, "drift": Drift,
+    "prepare": Prepare, "voices": Voices, "bench": Bench, "eval": Eval}
+GROUPS: dict[str, tuple[dict[str, Callable[..., _Command]], str]] = {
+    "data": ({"build": DataBuild, "ingest": DataIngest, "real": DataReal, "features": DataFeatures,
+              "refiner": DataRefiner},
+             "Training data: build a TTS corpus, ingest real talking videos, make refiner pairs."),
+    "train": ({"teacher": TrainTeacher, "guidance": GuidanceSweep, "calibrate": TrainCalibrate,
+               "student": TrainStudent, "compare": Compare, "refiner": TrainRefiner,
+               "refiner-eval": RefinerEval},
+              "Training: teachers (generalist and specialists), guidance sweep and calibration, the "
+              "student (distillation), results table, the decoder refiner and its evaluation.")}
 
 
 def _unknown_command(argv: list[str]) -> str | None:
@@ -931,11 +948,13 @@ def _unknown_command(argv: list[str]) -> str | None:
     if not argv or argv[0].startswith("-"):
         return None
     if argv[0] in GROUPS:
-        names, word, prefix = GROUPS[argv[0]][0], (argv[1] if len(argv) > 1 else None), f"talkcam {argv[0]} "
+        names = list(GROUPS[argv[0]][0])
+        word, prefix = (argv[1] if len(argv) > 1 else None), f"talkcam {argv[0]} "
         if word is None or word.startswith("-"):
             return None
     else:
-        names, word, prefix = {**COMMANDS, **GROUPS}, argv[0], "talkcam "
+        names = [*COMMANDS, *GROUPS]
+        word, prefix = argv[0], "talkcam "
     if word in names:
         return None
     close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)
@@ -954,6 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging("INFO", None)
         log.error("%s", unknown)
         return 2
+    cmd: _Command
     if argv[:2] == ["eval", "realism"]:
         cmd = tyro.cli(EvalRealism, args=argv[2:], prog="talkcam eval realism", config=TYRO)
     elif argv[:2] == ["eval", "latency"]:

@@ -27,6 +27,8 @@ def export_refiner(net, path: Path) -> Path:
     shapes = {name: {0: batch} for name in REFINER_INPUTS}
     program = torch.onnx.export(net.eval(), args, input_names=list(REFINER_INPUTS), output_names=["delta"],
                                 dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+    if program is None:  # the dynamo exporter always returns its program
+        raise RuntimeError("torch.onnx.export returned no ONNX program for the refiner")
     program.save(str(path))
     log.info("Refiner exported to %s", path)
     return path
@@ -87,6 +89,8 @@ def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16
     with torch.no_grad():
         program = torch.onnx.export(step, args, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                                     dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
+    if program is None:  # the dynamo exporter always returns its program
+        raise RuntimeError("torch.onnx.export returned no ONNX program for the student step")
     program.save(str(path))
     log.info("Student step exported to %s (%d steps, chunk %d, window %d, sink %d)", path, steps, n,
              st.config.window, st.config.sink_frames)

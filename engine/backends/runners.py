@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -38,7 +40,8 @@ def _digest(net: torch.nn.Module) -> str:
     for name, t in sorted(net.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(repr(sorted(dict(net.config).items())).encode())
+    config = cast(Mapping[str, Any], net.config)  # diffusers' config (torch types attributes as submodules)
+    h.update(repr(sorted(dict(config).items())).encode())
     h.update(torch.__version__.encode())
     return h.hexdigest()[:16]
 

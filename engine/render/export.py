@@ -26,6 +26,8 @@ def export_renderer(renderer: AvatarRenderer, path: Path, batch: int = 1) -> Pat
     program = torch.onnx.export(renderer.module.eval(), args, input_names=list(RENDERER_INPUTS),
                                 output_names=["region"], dynamo=True, external_data=False,
                                 verbose=False)
+    if program is None:  # the dynamo exporter always returns its program
+        raise RuntimeError("torch.onnx.export returned no ONNX program for the renderer")
     program.save(str(path))
     log.info("Renderer exported to %s", path)
     return path

@@ -141,12 +141,15 @@ class FrameRefiner:
 
     def __init__(self, net: RefinerNet, portrait: np.ndarray, landmarks: np.ndarray, basis: M.MotionBasis,
                  device: str | torch.device = "cpu") -> None:
-        self.net = net.to(device).eval() if isinstance(net, nn.Module) else net  # or a runtime backend (OnnxRefiner)
-        crop = CropConfig(scale=net.config.crop_scale, feather=net.config.feather)
+        # a RefinerNet or a runtime backend (OnnxRefiner). The ignore: diffusers wraps ModelMixin.to in
+        # functools.wraps, which mypy types as the unbound function (self expected as the first argument)
+        self.net = net.to(device).eval() if isinstance(net, nn.Module) else net  # type: ignore[arg-type]
+        cfg = net.config
+        crop = CropConfig(scale=cfg.crop_scale, feather=cfg.feather)
         self.device = device
         self.portrait = portrait  # [H, W, 3] uint8, the framed portrait (motion 0)
-        self.geometry = CropGeometry(landmarks, basis, portrait.shape[:2], crop, net.config.work)
-        s, w = self.geometry.side, net.config.work
+        self.geometry = CropGeometry(landmarks, basis, portrait.shape[:2], crop, cfg.work)
+        s, w = self.geometry.side, cfg.work
         self.work = w
         self.window = feather_window(s, s, crop.feather).to(device)
 
@@ -201,5 +204,5 @@ def refiner_runner_for(config, device: str | torch.device = "cpu"):
     from engine.backends.runners import refiner_runner
     from engine.models.loading import load_refiner
 
-    net = load_refiner(config.refiner_model or paths.refiner_dir(), device)
+    net = load_refiner(config.refiner_model or paths.refiner_dir(), str(device))
     return refiner_runner(net, config.refiner_backend) if str(device) == "cpu" else net

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, cast
 
 import numpy as np
 import torch
@@ -395,7 +395,8 @@ class AvatarRig:
         eye_idx = [list(T.eye_polygon("L")), list(T.eye_polygon("R"))]
         eye_ref = np.stack([lm[i, :2] - origin for i in eye_idx])
         eye_basis = np.stack([basis.basis[i, :2, :] for i in eye_idx])
-        eye_boxes = tuple(_reach(reach, i, rh, rw, margin=2.0) for i in eye_idx)
+        eye_boxes = (_reach(reach, eye_idx[0], rh, rw, margin=2.0),
+                     _reach(reach, eye_idx[1], rh, rw, margin=2.0))
         upscale = _upscale(framed)
         colors = _feature_colors(frame, lm, upscale)
         teeth_ref, teeth_basis = _teeth_frames(lm, basis)
@@ -536,22 +537,21 @@ def _feature_colors(frame: np.ndarray, lm: np.ndarray, upscale: float = 1.0) -> 
     tongue = toned(skin * TONGUE_RATIO)
     gum = toned(lip * np.array([1.0, 0.78, 0.80], np.float32))
     # eyelid: the skin between the upper lid and the brow, just above the eye
-    lid_pts = []
+    lid_xy = []
     for upper, brow in ((T.EYE_L_UPPER, T.BROW_L_LOWER), (T.EYE_R_UPPER, T.BROW_R_LOWER)):
         for u in upper[2:-2]:
             b = lm[brow, :2][np.argmin(np.abs(lm[brow, 0] - lm[u, 0]))]
             for t in (0.3, 0.45):
-                lid_pts.append(lm[u, :2] * (1 - t) + b * t)
-    lid_pts = np.round(np.array(lid_pts)).astype(int)
+                lid_xy.append(lm[u, :2] * (1 - t) + b * t)
+    lid_pts = np.round(np.array(lid_xy)).astype(int)
     h, w = frame.shape[:2]
     lid_pts[:, 0] = np.clip(lid_pts[:, 0], 0, w - 1)
     lid_pts[:, 1] = np.clip(lid_pts[:, 1], 0, h - 1)
     lid = np.median(frame[lid_pts[:, 1], lid_pts[:, 0]].astype(np.float32) / 255.0, axis=0)
     params = np.array([0.6 * max(1.0, upscale), 0.0, 1.0 if own is not None else 0.0], np.float32)
-    rows = [None] * Paint.COUNT
-    rows[Paint.CAVITY], rows[Paint.TEETH], rows[Paint.EYELID], rows[Paint.GUM] = cavity, teeth, lid, gum
-    rows[Paint.TONGUE], rows[Paint.WET], rows[Paint.PARAMS] = tongue, wet, params
-    return np.stack(rows).astype(np.float32)
+    rows = {Paint.CAVITY: cavity, Paint.TEETH: teeth, Paint.EYELID: lid, Paint.GUM: gum, Paint.TONGUE: tongue,
+            Paint.WET: wet, Paint.PARAMS: params}
+    return np.stack([rows[i] for i in range(Paint.COUNT)]).astype(np.float32)
 
 
 def _upscale(framed: FramedAvatar) -> float:
@@ -574,7 +574,7 @@ def _grain(frame: np.ndarray, lm: np.ndarray, shape: tuple[int, int], upscale: f
     level = float(1.4826 * np.median(np.abs(r - np.median(r)))) if len(r) else 0.0
     noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     if upscale > 1.0:
-        noise = cv2.GaussianBlur(noise, (0, 0), 0.5 * upscale)
+        noise = cast(np.ndarray, cv2.GaussianBlur(noise, (0, 0), 0.5 * upscale))  # float32 in, float32 out
         noise /= max(float(noise.std()), 1e-6)
     return (min(level, 0.05) * noise).astype(np.float32)
 
