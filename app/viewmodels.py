@@ -449,8 +449,8 @@ class SessionViewModel(QObject):
             changed.emit(True)
             return sink
         if not on and current is not None:
+            self._live_pipeline().remove_sink(current)  # closed before it is reported detached
             setattr(self, attr, None)
-            self._live_pipeline().remove_sink(current)
         changed.emit(getattr(self, attr) is not None)
         return None
 
@@ -494,8 +494,9 @@ class SessionViewModel(QObject):
             self.recorder, self.record_started = rec, time.monotonic()
             self.recordingChanged.emit(True, str(rec.path))
         elif not on and self.recorder is not None:
-            rec, self.recorder = self.recorder, None
-            pipe.remove_sink(rec)
+            rec = self.recorder
+            pipe.remove_sink(rec)  # the file is finished when this returns...
+            self.recorder = None  # ...and only then is the recording reported stopped
             self.recordingChanged.emit(False, str(rec.path))
             self.message.emit(f"Saved {rec.path} ({rec.frames_written / 25:.1f} s)")
 

@@ -18,6 +18,7 @@ from engine.face import topology as T
 from engine.face.human import NOT_HUMAN_WARNING, check_human_face
 from engine.face.image import PortraitError, load_image
 from engine.face.landmarks import FaceLandmarker
+from engine.face.shape import portrait_shape
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,16 @@ class FramedAvatar:
     frame: np.ndarray  # HxWx3 uint8 RGB, H,W = output size
     landmarks: np.ndarray  # 478x3 float32, frame pixels
     avatar: Avatar
+
+    @property
+    def path(self) -> Path:
+        """The portrait file."""
+        return Path(self.avatar.source)
+
+    @property
+    def shape(self) -> np.ndarray:
+        """The face shape the student is told (`engine.face.shape.portrait_shape`)."""
+        return portrait_shape(self.landmarks)
 
 
 def _check_human(avatar_image: np.ndarray, lm: np.ndarray, name: str, require_skin: bool) -> list[str]:

@@ -1,11 +1,11 @@
 """Portrait file -> avatar: the one factory every caller uses (live, render, say, the benchmarks, the
 evaluations, training's refiner data and checks).
 
-`frame_portrait` finds the face (`engine.face.prepare_avatar`: landmarks, checks, on-disk cache), frames it
-at the output size (never enlarging the photo past `RendererConfig.max_upscale`) and measures the face shape
-the student is told; `build_avatar` adds the renderer (with the refiner runner the caller built once for all
-portraits). The motion stream (`engine.runtime.session.StudentSession`) takes the avatar's `shape`; the
-live engine (`engine.runtime.live.AvatarEngine`) pairs the two.
+`prepare_portrait` finds the face (`engine.face.prepare_avatar`: landmarks, checks, on-disk cache) and frames it
+at the output size, never enlarging the photo past `RendererConfig.max_upscale` (a `FramedAvatar`: the frame,
+its landmarks and the face shape the student is told); `build_avatar` adds the renderer, with the refiner
+runner the caller built once for all portraits. The motion stream (`engine.runtime.session.StudentSession`)
+takes the avatar's `shape`; the live engine (`engine.runtime.live.AvatarEngine`) pairs the two.
 """
 
 from __future__ import annotations
@@ -18,47 +18,43 @@ import torch
 
 from engine.face import FramedAvatar, frame_avatar, prepare_avatar
 from engine.face.landmarks import FaceLandmarker
-from engine.face.shape import portrait_shape
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 
 @dataclass
-class FramedPortrait:
-    """A portrait framed for output, without a renderer (what the motion alone needs)."""
+class LiveAvatar:
+    """A portrait ready to animate: framed for output, with its renderer (and refiner)."""
 
-    path: Path
     framed: FramedAvatar
-    """The frame at the output size and its landmarks (`framed.avatar`: the whole photo's face analysis)."""
-    shape: np.ndarray
-    """The face shape the student is told (`engine.face.shape.portrait_shape`)."""
-
-
-@dataclass
-class LiveAvatar(FramedPortrait):
-    """A portrait ready to animate: framed, with its renderer (and refiner)."""
-
     renderer: AvatarRenderer
 
+    @property
+    def path(self) -> Path:
+        return self.framed.path
 
-def frame_portrait(portrait: Path | str, size: tuple[int, int] = RendererConfig.size,
-                   max_upscale: float = RendererConfig.max_upscale, *, cache_dir: Path | None = None,
-                   require_skin: bool = True, landmarker: FaceLandmarker | None = None) -> FramedPortrait:
+    @property
+    def shape(self) -> np.ndarray:
+        """The face shape the student is told."""
+        return self.framed.shape
+
+
+def prepare_portrait(portrait: Path | str, size: tuple[int, int] = RendererConfig.size,
+                     max_upscale: float = RendererConfig.max_upscale, *, cache_dir: Path | None = None,
+                     require_skin: bool = True, landmarker: FaceLandmarker | None = None) -> FramedAvatar:
     """Find the face in `portrait` (PortraitError with the reason when there is no usable one) and frame it
     for output `size` (w, h)."""
     face = prepare_avatar(portrait, cache_dir=cache_dir, landmarker=landmarker, require_skin=require_skin)
-    framed = frame_avatar(face, size, max_upscale=max_upscale)
-    return FramedPortrait(Path(portrait), framed, portrait_shape(framed.landmarks))
+    return frame_avatar(face, size, max_upscale=max_upscale)
 
 
-def build_avatar(portrait: Path | str | FramedPortrait, render: RendererConfig | None = None, *,
+def build_avatar(portrait: Path | str | FramedAvatar, render: RendererConfig | None = None, *,
                  device: str | torch.device = "cpu", refiner_runner=None, cache_dir: Path | None = None,
                  require_skin: bool = True, landmarker: FaceLandmarker | None = None) -> LiveAvatar:
-    """`frame_portrait` (unless given its result) + the renderer for `render` on `device`. `refiner_runner`:
+    """`prepare_portrait` (unless given its result) + the renderer for `render` on `device`. `refiner_runner`:
     the refiner network or a backend over it, built once for every portrait
     (`engine.render.refiner.refiner_runner_for`); without it a renderer with `render.refiner` builds its own."""
     render = render or RendererConfig()
-    fp = portrait if isinstance(portrait, FramedPortrait) else frame_portrait(
+    framed = portrait if isinstance(portrait, FramedAvatar) else prepare_portrait(
         portrait, render.size, render.max_upscale, cache_dir=cache_dir, require_skin=require_skin,
         landmarker=landmarker)
-    renderer = AvatarRenderer(fp.framed, render, device, refiner_runner)
-    return LiveAvatar(fp.path, fp.framed, fp.shape, renderer)
+    return LiveAvatar(framed, AvatarRenderer(framed, render, device, refiner_runner))

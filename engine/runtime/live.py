@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.audio.io import FPS, SAMPLE_RATE
-from engine.render.avatar import FramedPortrait, LiveAvatar, build_avatar, frame_portrait
+from engine.face import FramedAvatar
+from engine.render.avatar import LiveAvatar, build_avatar, prepare_portrait
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.runtime.pipeline import Pipeline, PipelineConfig
@@ -66,7 +67,7 @@ class AvatarEngine:
         """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
         import torch
 
-        fp = frame_portrait(portrait, self.render_config.size, self.render_config.max_upscale,
+        fp = prepare_portrait(portrait, self.render_config.size, self.render_config.max_upscale,
                             cache_dir=self.cache_dir, require_skin=self.require_skin)
         try:
             return build_avatar(fp, self.render_config, device=self.device, refiner_runner=self._refiner(self.device))
@@ -85,7 +86,7 @@ class AvatarEngine:
             self._refiners[device] = refiner_runner_for(self.render_config, device)
         return self._refiners[device]
 
-    def session(self, avatar: FramedPortrait) -> StudentSession:
+    def session(self, avatar: LiveAvatar | FramedAvatar) -> StudentSession:
         """A new motion stream of the engine's models and settings for `avatar`'s face shape."""
         from engine.runtime.session import StudentSession  # the models' side (diffusers) loads only when used
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.tts import EspeakTTS, TTSConfig, TTSError, looks_like_ssml, voice_for_text
-from engine.render.avatar import build_avatar, frame_portrait
+from engine.render.avatar import build_avatar, prepare_portrait
 from engine.render.renderer import RendererConfig
 from engine.sinks.recorder import Interrupted, Mp4Writer, Progress, RecorderError
 
@@ -39,7 +39,7 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
     with equal streams up to its last fragment. Ctrl-C ends the file cleanly where it was and raises
     `Interrupted`. `progress(done, total)` (seconds of video) is called after every batch of frames."""
     render = render or RendererConfig()
-    framed = frame_portrait(portrait, render.size, render.max_upscale, cache_dir=cache_dir, require_skin=require_skin)
+    framed = prepare_portrait(portrait, render.size, render.max_upscale, cache_dir=cache_dir, require_skin=require_skin)
     tts = tts or TTSConfig()
     if not ssml and looks_like_ssml(text):
         ssml = True
