@@ -94,6 +94,7 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
     motion = _bench_motion(25)
     rendered = renderer.render(motion[:50], refine=False)
+    assert renderer.refiner is not None  # refiner=True
     net = renderer.refiner.net
     out = {"size": list(render.size), "crop_side": renderer.refiner.geometry.side, "work_side": net.config.work,
            "frames": frames, "backends": {}}
@@ -225,7 +226,8 @@ class _Probe(SinkBase):
     name = "probe"
 
     def __init__(self, every: int) -> None:
-        self.every, self.samples = every, []
+        self.every = every
+        self.samples: list[tuple[int, float]] = []
 
     def write_frame(self, frame):
         if frame.index % self.every == 0:

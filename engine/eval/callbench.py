@@ -55,7 +55,7 @@ def call_signal(bursts: int = BURSTS, pause_s: float = PAUSE_S, burst_s: float =
     for i in loud:  # cut points on loud voice, one burst apart
         if i - last >= n_burst and i + n_burst <= len(speech):
             starts.append(int(i))
-            last = i
+            last = int(i)
     if not starts:
         raise RuntimeError("the benchmark speech has no loud part to cut bursts from")
     fade = np.ones(n_burst, np.float32)
@@ -133,7 +133,7 @@ class _TimedCamera:
     box: tuple[int, int, int, int] = (0, 0, 1, 1)
     instances: list = []
 
-    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+    def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:
         self.width, self.height = width, height
         self.times: list[float] = []
         self.mouth: list[float] = []
@@ -201,7 +201,7 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
     from engine.audio.mic import MicSource, rescan
     from engine.audio.pulse import PrivatePulse, PulseStream, alsa_pulse_pcm
     from engine.runtime.live import LIVE_PIECE, AvatarEngine
-    from engine.sinks.syncmic import SyncedMicSink
+    from engine.sinks.syncmic import PulseMicOutput, SyncedMicSink
     from engine.sinks.virtualcam import VirtualCamSink
     from engine.sinks.wav import write_wav
 
@@ -235,6 +235,7 @@ def bench_call(portrait: Path, render, session, bursts: int = BURSTS, cache_dir:
         source = MicSource("talkcam_bench_mic", LIVE_PIECE)
         pipe = engine.pipeline_for(source, avatar, [camera, synced])
         pipe.start()
+        assert isinstance(synced.output, PulseMicOutput)  # opened by pipe.start(): the default output on Linux
         if not synced.output.flowing.wait(10):
             raise RuntimeError("the synced microphone did not start")
         reader = PulseStream("talkcam_synced_mic", RATE, record=True, name="bench reader")

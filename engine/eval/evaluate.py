@@ -28,7 +28,7 @@ from engine.eval.identity import IdentityModel
 from engine.face import FramedAvatar, frame_avatar, prepare_avatar
 from engine.face.landmarks import FaceLandmarker
 from engine.face.shape import portrait_shape
-from engine.face.tracking import mouth_opening, track
+from engine.face.tracking import Track, mouth_opening, track
 from engine.render.renderer import AvatarRenderer, RendererConfig
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def load_model(folder: Path | None, tail_forcing: bool = False):
     return load_teacher(folder)
 
 
-def reference_mouth(video: Path, landmarker: FaceLandmarker, n_frames: int | None = None) -> tuple[np.ndarray, object]:
+def reference_mouth(video: Path, landmarker: FaceLandmarker, n_frames: int | None = None) -> tuple[np.ndarray, Track]:
     """The real speaker's mouth curve (and the face track) from a reference video at 25 fps."""
     from engine.data.ingest import track_face
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from engine.audio.io import FPS
-from engine.audio.sources import Piece
+from engine.audio.sources import AudioFormat, Piece
 from engine.runtime.config import SessionConfig
 from engine.runtime.session import StudentSession
 from engine.sinks.base import SinkBase
@@ -237,6 +237,7 @@ class ArraySource:
         self.audio = np.asarray(audio, np.float32)
         self.piece, self.realtime, self.live, self.loop = piece, realtime, realtime, loop
         self.sample_rate = SAMPLE_RATE
+        self.record_format = AudioFormat()  # 16 kHz mono, what the pipeline assumes without one
         self._pos = 0
         self._t0 = 0.0
         self._halt: tuple[int, int] | None = None
@@ -432,7 +433,8 @@ class Stack:
     """The student, its chunk-step backend, and renderers per size on one device (loaded once: a compiled
     CUDA step is built once per process)."""
 
-    def __init__(self, device: str, student_backend: str, refiner_backend: str, cache_dir: Path, portrait: Path,
+    def __init__(self, device: str, student_backend: StudentBackendName, refiner_backend: RefinerBackendName,
+                 cache_dir: Path, portrait: Path,
                  replay: ReplayEncoder | None, session: SessionConfig | None = None) -> None:
         from engine.render.renderer import RendererConfig
         from engine.runtime.live import AvatarEngine
@@ -648,6 +650,7 @@ def check_pipeline(ref: Stack, tgt: Stack, audio: np.ndarray, size: int,
                    prepared_frames: np.ndarray | None, prepared_idx: np.ndarray | None) -> dict:
     a_img, a_mo = pipeline_frames(ref, size, audio)
     b_img, b_mo = pipeline_frames(tgt, size, audio)
+    out: dict[str, Any]  # JSON report
     out = {"size": size, "frames": len(a_img), "reference": "cpu pipeline: torch StudentStep, torch renderer + refiner",
            "target": f"{tgt.device} pipeline: student backend {tgt.backend}, renderer + refiner on {tgt.device}",
            "motion": motion_diff(a_mo, b_mo, "fp32"), "frames_levels": frame_diff(a_img, b_img)}
@@ -709,7 +712,7 @@ def stage_times(stack: Stack, size: int, base: np.ndarray, plan: Plan) -> dict:
     k = stack.student.config.chunk
     audio = stream_audio(base, (plan.stage_frames + 6 * k) / FPS)
     sess = stack.session(av.shape)
-    chunk_t, motion = [], []
+    chunk_t, pieces = [], []
     with torch.inference_mode():
         for i in range(0, len(audio), PIECE):
             _sync(dev)
@@ -718,9 +721,9 @@ def stage_times(stack: Stack, size: int, base: np.ndarray, plan: Plan) -> dict:
             _sync(dev)
             if len(mo):
                 chunk_t.append(time.perf_counter() - t0)
-                motion.append(mo)
+                pieces.append(mo)
     chunk_t = chunk_t[5:]  # warm-up chunks
-    motion = np.concatenate(motion)
+    motion = np.concatenate(pieces)
     rend, ref = [], []
     r = av.renderer
     for i in range(min(plan.stage_frames, len(motion))):
@@ -769,7 +772,7 @@ def long_run(stack: Stack, size: int, base: np.ndarray, seconds: float, interval
     pipe = Pipeline(src, stack.session(av.shape), av.renderer, [FrameBus()])
     speech = getattr(stack.replay, "config", None)
     align = stack.student.config.chunk * PIECE  # ends prepared for every chunk boundary of the loop
-    samples = []
+    samples: list[dict[str, Any]] = []
 
     def sample(t: float) -> None:
         cm = _cuda_mem()
@@ -864,6 +867,7 @@ def prepare(folder: Path, plan: Plan, portrait: Path, wheels: bool, student_back
                       "environment": environment("cpu")}
     replay = None
     if front.kind == "speech":
+        assert front.speech is not None  # the speech front end's window geometry
         log.info("Speech windows (the live encoder)")
         rec = RecordingEncoder(shared_encoder(front.speech.threads), front.speech)
         streams = {plan.eq_seconds, plan.warmup_seconds, plan.bench_frames / FPS, plan.latency_seconds,
@@ -907,7 +911,7 @@ def prepare(folder: Path, plan: Plan, portrait: Path, wheels: bool, student_back
     # the CPU baseline: the product's CPU backends, the same measurements as the device's
     same = (student_backend, refiner_backend) == ("torch", "torch")  # the reference stack is that already
     base_stack = ref if same else Stack("cpu", student_backend, refiner_backend, cache, portrait, replay)
-    bench = {"device": "cpu", "environment": environment("cpu"), "sizes": {}}
+    bench: dict[str, Any] = {"device": "cpu", "environment": environment("cpu"), "sizes": {}}
     for size in plan.sizes:
         log.info("CPU baseline at %dx%d", size, size)
         bench["sizes"][str(size)] = bench_size(base_stack, size, base, plan)

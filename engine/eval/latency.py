@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -130,6 +131,7 @@ def live_latency(portrait: Path, settings=SETTINGS, seconds: float = 12.0, round
     from engine.render.renderer import RendererConfig
     from engine.runtime.config import SessionConfig
     from engine.runtime.live import LIVE_PIECE, PIECE, AvatarEngine
+    from engine.runtime.session import StudentSession
 
     base = base or SessionConfig()
     out: dict[tuple[int, int], list[dict]] = {s: [] for s in settings}
@@ -144,6 +146,7 @@ def live_latency(portrait: Path, settings=SETTINGS, seconds: float = 12.0, round
                 gc.collect()
                 pipe = engine.pipeline_for(FileSource(wav, LIVE_PIECE, realtime=True, max_seconds=seconds), avatar, [])
                 s = pipe.run().summary()
+                assert isinstance(pipe.session, StudentSession)  # what AvatarEngine.session makes
                 s["backend"] = getattr(pipe.session.step, "name", None) or "torch"
                 s["load_average_1min"] = os.getloadavg()[0]  # this run counts ~2-3 itself; more: another job ran
                 out[(k, la)].append(s)
@@ -229,7 +232,8 @@ def run(out: Path, seconds: float = 12.0, rounds: int = 3, heldout: Path | None 
     portrait = Path(portrait or paths.default_portrait())
     t0 = time.perf_counter()
     rows = latency_table(heldout, Path(real), portrait, lipsync_portrait, tuple(settings), seconds, rounds, max_seconds,
-                         tuple(size), tuple(lipsync_size), steps, student_dir, cache_dir, tuple(seeds))
+                         cast(tuple[int, int], tuple(size)), cast(tuple[int, int], tuple(lipsync_size)), steps,
+                         student_dir, cache_dir, tuple(seeds))
     meta = {"portrait": str(portrait), "lipsync_portrait": str(lipsync_portrait or portrait),
             "heldout": str(heldout) if heldout else None, "seconds": seconds, "rounds": rounds,
             "max_seconds": max_seconds, "steps": steps, "seeds": list(seeds), "size": list(size), "lipsync_size": list(lipsync_size),

@@ -28,6 +28,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -126,6 +127,7 @@ def measure(rgb: np.ndarray, lm: np.ndarray) -> dict:
     lab[..., 1:] -= 128.0
     skin_lab = np.median(lab[r.cheeks], axis=0) if r.cheeks.any() else np.zeros(3, np.float32)
     n_inner = int(r.inner.sum())
+    out: dict[str, float | list[float]]
     out = {"gap": lip_gap(lm), "inner_px": n_inner,
            "skin_detail": _lap_std(lap, r.ring) / max(_lap_std(lap, r.eyes), 1e-6)}
     if n_inner >= 20:
@@ -202,6 +204,7 @@ def _median(values) -> float:
 def summarise(clips: list[Clip], portrait_detail: dict[str, float] | None = None) -> dict:
     """Medians over the open frames of every clip (skin detail over all frames, relative to the portrait's)."""
     opened = [m for c in clips for m, o in zip(c.measures, c.open) if o]
+    out: dict[str, Any]  # JSON report
     out = {"frames": sum(len(c.measures) for c in clips), "open_frames": len(opened),
            "inner_detail": _median(m["inner_detail"] for m in opened),
            "teeth": _median(m["teeth"] for m in opened),
@@ -346,9 +349,9 @@ def _measured(video: Path, cache: Path | None, what: str, make) -> Clip:
     clip = make()
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        crops = np.stack(clip.crops) if clip.crops else np.zeros((0, CROP, CROP, 3), np.uint8)
+        stacked = np.stack(clip.crops) if clip.crops else np.zeros((0, CROP, CROP, 3), np.uint8)
         meta = {"name": clip.name, "source": clip.source, "measures": clip.measures, "identity": clip.identity}
-        np.savez_compressed(file, crops=crops, meta=np.array(json.dumps(meta)))
+        np.savez_compressed(file, crops=stacked, meta=np.array(json.dumps(meta)))
     return clip
 
 
@@ -474,6 +477,7 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
         measured = {name: rendered_clips(folder, landmarker, refs, identity, cache) for name, folder in variants.items()}
     finally:
         landmarker.close()
+    res: dict[str, Any]  # JSON report
     res = {"real": summarise(real_measured), "variants": {}, "targets": TARGETS,
            "portraits": [p.name for p in portraits], "real_clips": [p.name for p in real],
            "audio": [a.name for a in audio]}
@@ -483,10 +487,10 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
         photo = [c for c in clips if c.source in photos]
         if photo:
             s["inner_detail_photo"] = summarise(photo)["inner_detail"]
-        fake = {}
+        parts: dict[str, list[np.ndarray]] = {}
         for c in clips:
-            fake.setdefault(c.source, []).append(c.open_crops())
-        fake = {k: np.concatenate(v) for k, v in fake.items()}
+            parts.setdefault(c.source, []).append(c.open_crops())
+        fake = {k: np.concatenate(v) for k, v in parts.items()}
         s["judge_detail"] = judge_accuracy(real_crops, fake, steps=judge_steps)
         s["judge"] = s["judge_detail"]["accuracy"]
         s["judge_auc"] = s["judge_detail"]["auc"]

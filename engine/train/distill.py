@@ -111,7 +111,8 @@ def teacher_trajectory(pool: TeacherPool, c: Conditions, mel: torch.Tensor, g: t
     """Points x_s at s = 1, .75, .5, .25 and the end point x_0 of each sample's teacher trajectory."""
     B, T = c.audio.shape[:2]
     x = torch.randn(B, T, pool.generalist.config.motion_dim, generator=gen, device=mel.device)
-    traj, cache = [x], {}
+    traj = [x]
+    cache: dict[str, torch.Tensor] = {}
     grid = GRID + [0.0]
     for s, s_next in zip(grid[:-1], grid[1:]):
         v = pool.velocity(x, torch.full((B,), s, device=x.device), c, mel, g, scenario, schedule, cache)
@@ -163,6 +164,7 @@ def rollout(student: MotionStudent, c: Conditions, g: torch.Tensor, steps: int, 
         noise = torch.randn(B, b - a, Mdim, generator=gen, device=dev)
         x, last_x[:, a:b], last_s[:, a:b] = student.sample_chunk(tokens[:, a:b], cache, steps, g, noise)
         if corrector is not None and a > 0:
+            assert corrector_audio is not None and cfg is not None  # given with the corrector
             x = correct_tail(corrector, out[:, :a], x, c, corrector_audio, a, g, schedule, cfg, gen,
                              student.config.sink_frames)
             tail[:, b - 1] = True
@@ -250,7 +252,8 @@ def train(cfg: DistillConfig) -> Path:
     pool = TeacherPool(Path(cfg.teachers or paths.teachers_dir()), cfg.routing, rt.device)
     schedule = GuidanceSchedule.load(cfg.calibration) if cfg.calibration is not None else None
     student = load_student(cfg.init).train() if cfg.init is not None else new_student(pool.generalist, cfg)
-    student.to(rt.device)
+    # diffusers wraps ModelMixin.to with functools.wraps(nn.Module.to): typeshed's _Wrapped does not bind self
+    student.to(rt.device)  # type: ignore[arg-type]
     T = int(student.config.train_frames)
     wcfg = window_config(student.audio_encoder, T)
     kinds = {name: front_end(t.audio_encoder.config).kind for name, t in pool.models.items()}
@@ -263,11 +266,12 @@ def train(cfg: DistillConfig) -> Path:
              len(sampler.clips), sampler.frames / 25 / 3600, sum(p.numel() for p in student.parameters()) / 1e6,
              student.config.chunk, student.config.window, student.config.sink_frames,
              schedule.weights if schedule else "none (uniform)")
-    net = student
+    net: MotionStudent | torch.nn.parallel.DistributedDataParallel = student
     if rt.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    critic, copt = None, None
+    critic: MotionTeacher | None = None
+    copt: torch.optim.AdamW | None = None
     if cfg.stage == "dmd":
         critic = copy.deepcopy(pool.generalist).train().requires_grad_(True)
         copt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -276,6 +280,7 @@ def train(cfg: DistillConfig) -> Path:
     if (ckpt / "trainer_state.json").exists():
         state = loop.load_checkpoint(ckpt, student, opt)
         if critic is not None:
+            assert copt is not None  # created with the critic
             loop.load_checkpoint(out / "critic", critic, copt)
         step, history = state["step"], state.get("history", [])
         log.info("Resumed %s at step %d", ckpt, step)
@@ -302,6 +307,7 @@ def train(cfg: DistillConfig) -> Path:
                 if cfg.stage == "ode":
                     loss, info = ode_loss(net, pool, batch, c, w, g, schedule, gen)
                 else:
+                    assert critic is not None  # the dmd stage has one
                     loss, info, x0_roll = dmd_loss(student, critic, pool, batch, c, w, g, schedule, cfg, gen, rng)
                     if cfg.regression_weight > 0:
                         lr_, _ = ode_loss(net, pool, batch, c, w, g, schedule, gen)
@@ -311,6 +317,7 @@ def train(cfg: DistillConfig) -> Path:
             gn = torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
             if critic is not None:  # the fake score follows the student's current rollouts
+                assert copt is not None
                 for _ in range(cfg.critic_updates):
                     with rt.autocast():
                         cc = c.replace(audio=critic.audio_encoder(batch["mel"]))
@@ -326,9 +333,11 @@ def train(cfg: DistillConfig) -> Path:
             if rt.main and (step % cfg.log_every == 0 or step == cfg.steps):
                 rec = {"step": step, "loss": float(np.mean(losses[-cfg.log_every:])), "grad_norm": float(gn),
                        "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1), **info}
+                assert logf is not None  # opened on the main process
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
             if rt.main and cfg.heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                assert logf is not None
                 q = quick_eval_student(student, Path(cfg.heldout), cfg.eval_clips)
                 history.append({"step": step, "loss": float(np.mean(losses[-25:])), "eval": q})
                 logf.write(json.dumps({"step": step, "eval": q}) + "\n")
@@ -338,6 +347,7 @@ def train(cfg: DistillConfig) -> Path:
             if rt.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 loop.save_checkpoint(ckpt, student, opt, step, {"history": history, "config": loop.jsonable(cfg)})
                 if critic is not None:
+                    assert copt is not None
                     loop.save_checkpoint(out / "critic", critic, copt, step, {})
     final = out / "model"
     if rt.main:

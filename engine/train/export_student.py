@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def export(model_dir: Path, out: Path, calibration: Path | None) -> Path:
     model = load_student(model_dir).half()
     model.save_pretrained(out)
-    stages, run = [], model_dir.parent
+    stages: list[dict] = []
+    run: Path | None = model_dir.parent
     while run is not None and (run / "train.json").exists():
         summary = json.loads((run / "train.json").read_text("utf-8"))
         stages.insert(0, summary)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -228,7 +229,7 @@ def adversarial_terms(disc: MouthDiscriminator, pred: torch.Tensor, target: torc
     adv = -_weighted(logits, w)
     fm = sum(_weighted((a - b).abs().mean(1, keepdim=True), F.adaptive_avg_pool2d(fake_in[:, 4:5], a.shape[-2:]))
              for a, b in zip(f_fake, f_real)) / len(f_fake)
-    return adv, fm
+    return adv, cast(torch.Tensor, fm)  # a sum of tensors (f_fake is never empty), not sum()'s int start
 
 
 def discriminator_loss(disc: MouthDiscriminator, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -267,6 +268,7 @@ def pair_metrics(net: RefinerNet | None, batches: PairBatches, batch: int = 32) 
     """Held-out pairs, centre crops: PSNR/SSIM of the rendering and of the refined rendering against the
     real frame (whole crop and mouth region). Identity pairs (zero motion: the rendering is the target)
     are scored apart: how much the refiner changes an untouched portrait (0-255 units, mean and max)."""
+    out: dict[str, list[float]]
     out = {k: [] for k in ("psnr", "ssim", "psnr_mouth", "psnr_raw", "ssim_raw", "psnr_mouth_raw", "identity_change")}
     window = None
     ident = np.zeros(len(batches), bool)
@@ -344,7 +346,8 @@ def train(cfg: RefinerTrainConfig) -> Path:
             history.append({"step": 0, **pair_metrics(None, held)})
     log.info("Refiner: %d parameters, %d training pairs, %s held-out", sum(p.numel() for p in net.parameters()),
              len(train_set), len(held) if held is not None else "no")
-    t0, run = time.time(), {}
+    t0 = time.time()
+    run: dict[str, float] = {}
     while step < cfg.steps:
         rng, gen = step_randomness(cfg.seed, step, rt.rank, torch.device("cpu"))
         rendered, reference, target, mask, motion = (t.to(rt.device) for t in train_set.sample(cfg.batch, rng, gen, cfg.identity_share))
@@ -365,6 +368,7 @@ def train(cfg: RefinerTrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if disc is not None:
+            assert d_opt is not None  # created with the discriminator
             losses["d"] = discriminator_loss(disc, pred, target, mask, gate, gen)
             d_opt.zero_grad(set_to_none=True)
             losses["d"].backward()

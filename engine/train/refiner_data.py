@@ -20,6 +20,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import cv2
 import numpy as np
@@ -148,6 +149,7 @@ def framed_reference(frame: np.ndarray, landmarks: np.ndarray, size: tuple[int, 
     """A video frame framed exactly as a portrait is for output: its crop box and the framed avatar."""
     box = framing(landmarks, frame.shape[:2], size)
     img, lm = apply_framing(frame, landmarks, box, size)
+    assert lm is not None  # landmarks were given
     return box, FramedAvatar(frame=img, landmarks=lm,
                              avatar=Avatar(image=frame, landmarks=landmarks, source=source, sha256=""))
 
@@ -157,7 +159,16 @@ def fit_frame(frame: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int
     """Another frame of the same video in the reference's framing: (image, landmarks, motion fitted on the
     reference's basis)."""
     img, lm = apply_framing(frame, landmarks, box, size)
+    assert lm is not None  # landmarks were given
     return img, lm, basis.fit(lm, rigid=True)
+
+
+class _ClipStats(TypedDict):
+    frames: int
+    face_found: float
+    pairs: dict[str, int]
+    """split -> pairs"""
+    dropped_fit: int
 
 
 def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmarker, rng: np.random.Generator,
@@ -169,7 +180,8 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
     t = np.arange(len(frames)) / FPS
     held = (t >= start) if start is not None else np.zeros(len(frames), bool)
     found = tr.found.copy()
-    clip_stats = {"frames": len(frames), "face_found": float(found.mean()), "pairs": {}, "dropped_fit": 0}
+    clip_stats: _ClipStats = {"frames": len(frames), "face_found": float(found.mean()), "pairs": {},
+                              "dropped_fit": 0}
     render_cfg = RendererConfig(size=cfg.size, refiner=False)
     for split, in_split in (("train", ~held), ("heldout", held)):
         idx = np.flatnonzero(found & in_split)

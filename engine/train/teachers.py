@@ -32,9 +32,10 @@ from engine.face.avatar import default_portrait_landmarks
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
 from engine.models.loading import load_teacher
+from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
 from engine.train import loop
-from engine.train.config import TeacherModelConfig, TeacherTrainConfig  # noqa: F401 (re-exported)
+from engine.train.config import DistillConfig, TeacherModelConfig, TeacherTrainConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,9 @@ def steer(motion: torch.Tensor, p: float, gen: torch.Generator, ramp: int = 4) -
     return motion, steered
 
 
-def make_conditions(model: MotionTeacher, b: dict[str, torch.Tensor], cfg: TeacherTrainConfig,
-                    gen: torch.Generator, train: bool = True) -> tuple[torch.Tensor, Conditions, torch.Tensor]:
+def make_conditions(model: MotionTeacher | MotionStudent, b: dict[str, torch.Tensor],
+                    cfg: TeacherTrainConfig | DistillConfig, gen: torch.Generator,
+                    train: bool = True) -> tuple[torch.Tensor, Conditions, torch.Tensor]:
     """(x0 [B, T, M] model space, conditions, loss weight [B, T, M]) for a batch of windows."""
     dev = b["motion"].device
     motion = b["motion"].clone()
@@ -207,9 +209,9 @@ def flow_loss(model, x0: torch.Tensor, c: Conditions, w: torch.Tensor, gen: torc
 
 
 # ------------------------------------------------------------------------------------------------
-def quick_eval(model: MotionTeacher, heldout: Path, clips: int, scenarios=("speech", "singing", "hard", "pose"),
-               steps: int = 4, audio_guidance: float = 2.0, reference: np.ndarray | None = None,
-               generate_fn=None) -> dict:
+def quick_eval(model: MotionTeacher | MotionStudent, heldout: Path, clips: int,
+               scenarios=("speech", "singing", "hard", "pose"), steps: int = 4, audio_guidance: float = 2.0,
+               reference: np.ndarray | None = None, generate_fn=None) -> dict:
     """Lip sync (r, offset) and bilabial closure of generated motion, measured on the landmarks it
     produces on a reference face (no rendering: fast, for monitoring training). `generate_fn(model, mel,
     n_frames, style)` replaces the teacher's sampler (the student streams)."""
@@ -286,8 +288,9 @@ def train(cfg: TeacherTrainConfig) -> Path:
         model.motion_std.copy_(ms)
         model.audio_encoder.mel_mean.copy_(fm)
         model.audio_encoder.mel_std.copy_(fs)
-    model.to(rt.device)
-    net = model
+    # diffusers wraps ModelMixin.to with functools.wraps(nn.Module.to): typeshed's _Wrapped does not bind self
+    model.to(rt.device)  # type: ignore[arg-type]
+    net: torch.nn.Module = model
     if rt.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -322,11 +325,13 @@ def train(cfg: TeacherTrainConfig) -> Path:
             losses.append(float(loss.detach()))
             progress.update(task, completed=step, info=f"loss {np.mean(losses[-50:]):.4f}")
             if rt.main and (step % cfg.log_every == 0 or step == cfg.steps):
+                assert logf is not None  # opened on the main process
                 rec = {"step": step, "loss": float(np.mean(losses[-cfg.log_every:])), "grad_norm": float(gn),
                        "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
             if rt.main and cfg.heldout is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                assert logf is not None
                 q = quick_eval(model, Path(cfg.heldout), cfg.eval_clips, reference=reference)
                 history.append({"step": step, "loss": float(np.mean(losses[-50:])), "eval": q})
                 logf.write(json.dumps({"step": step, "eval": q}) + "\n")
