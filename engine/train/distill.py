@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 
 from engine import motion as M
 from engine import paths
@@ -128,16 +129,18 @@ def _chunk_levels(B: int, T: int, chunk: int, gen: torch.Generator, device) -> t
     return lvl.repeat_interleave(chunk, 1)[:, :T]
 
 
-def ode_loss(student: MotionStudent, pool: TeacherPool, batch: dict, c: Conditions, w: torch.Tensor, g: torch.Tensor,
-             schedule, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+def ode_loss(net: nn.Module, chunk: int, pool: TeacherPool, batch: dict, c: Conditions, w: torch.Tensor,
+             g: torch.Tensor, schedule, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """Regression on the teachers' ODE trajectories. `net`: the student or its DistributedDataParallel wrapper
+    (which runs the forward pass but does not pass its attributes through: hence `chunk`, the student's)."""
     traj = teacher_trajectory(pool, c, batch["mel"], g, batch["scenario"], schedule, gen)
     x0 = traj[-1]
     B, T, _ = x0.shape
-    lvl = _chunk_levels(B, T, student.config.chunk, gen, x0.device)
+    lvl = _chunk_levels(B, T, chunk, gen, x0.device)
     stack = torch.stack(traj[:-1])  # [4, B, T, M]
     x_in = stack.gather(0, lvl[None, ..., None].expand(1, B, T, x0.shape[-1]))[0]
     s = torch.tensor(GRID, device=x0.device)[lvl]
-    v = student(x_in, s, c, g, x0)
+    v = net(x_in, s, c, g, x0)
     pred = x_in - s[..., None] * v
     loss = ((pred - x0) ** 2 * w).sum() / w.sum().clamp(min=1)
     return loss, {}
@@ -305,12 +308,12 @@ def train(cfg: DistillConfig) -> Path:
             with rt.autocast():
                 _, c, w = make_conditions(student, batch, cond_cfg, gen)
                 if cfg.stage == "ode":
-                    loss, info = ode_loss(net, pool, batch, c, w, g, schedule, gen)
+                    loss, info = ode_loss(net, student.config.chunk, pool, batch, c, w, g, schedule, gen)
                 else:
                     assert critic is not None  # the dmd stage has one
                     loss, info, x0_roll = dmd_loss(student, critic, pool, batch, c, w, g, schedule, cfg, gen, rng)
                     if cfg.regression_weight > 0:
-                        lr_, _ = ode_loss(net, pool, batch, c, w, g, schedule, gen)
+                        lr_, _ = ode_loss(net, student.config.chunk, pool, batch, c, w, g, schedule, gen)
                         loss = loss + cfg.regression_weight * lr_
             opt.zero_grad(set_to_none=True)
             loss.backward()
