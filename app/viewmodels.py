@@ -28,7 +28,7 @@ from engine.sinks.base import Sink, SinkBase
 if TYPE_CHECKING:  # the engine's modules load with the first start (a quick window)
     from engine.audio.mic import MicSource
     from engine.audio.sources import AudioSource
-    from engine.render.avatar import LiveAvatar
+    from engine.render.avatar import Avatar
     from engine.runtime.live import AvatarEngine
     from engine.runtime.pipeline import Pipeline
     from engine.sinks.bus import FrameBus
@@ -105,10 +105,10 @@ class GalleryModel(QObject):
         self.changed.emit()
 
     def _check(self, item: PortraitItem) -> None:
-        from engine.face import prepare_avatar
+        from engine.face import load_portrait
 
         try:
-            avatar = prepare_avatar(item.path, cache_dir=self.cache_dir)
+            avatar = load_portrait(item.path, cache_dir=self.cache_dir)
             item.status, item.reason = "ok", "; ".join(avatar.warnings)
         except Exception as exc:  # every failure is shown on the thumbnail with its reason
             item.status, item.reason = "bad", str(exc)
@@ -187,7 +187,7 @@ class SessionViewModel(QObject):
         self.state = SessionState.STOPPED
         self.engine: AvatarEngine | None = None
         self.pipeline: Pipeline | None = None
-        self.avatar: LiveAvatar | None = None
+        self.avatar: Avatar | None = None
         """The avatar on screen (None until the first start)."""
         # MicSource is listed apart: its record_format is None until opened (AudioSource says AudioFormat)
         self.source: AudioSource | MicSource | None = None
@@ -348,7 +348,7 @@ class SessionViewModel(QObject):
             raise RuntimeError("The session is not running.")
         return self.pipeline
 
-    def _live_avatar(self) -> LiveAvatar:
+    def _live_avatar(self) -> Avatar:
         if self.avatar is None or self.pipeline is None:
             raise RuntimeError("The session is not running.")
         return self.avatar

@@ -116,7 +116,7 @@ class Render:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.runtime.render import render_file
+        from engine.runtime.render_file import render_file
 
         _check_size(self.render.size)
         if self.session.steps not in (1, 2, 4):
@@ -338,9 +338,9 @@ class Prepare:
     common: Annotated[Common, Flat] = field(default_factory=Common)
 
     def run(self) -> int:
-        from engine.face import prepare_avatar
+        from engine.face import load_portrait
 
-        avatar = prepare_avatar(self.portrait, cache_dir=self.common.avatar_cache(),
+        avatar = load_portrait(self.portrait, cache_dir=self.common.avatar_cache(),
                                 require_skin=self.skin_check)
         h, w = avatar.image.shape[:2]
         log.info("%s: face found (%d faces in the image), %dx%d, interocular %.0f px%s%s", self.portrait,

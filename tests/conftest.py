@@ -49,9 +49,9 @@ def session_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def framed(portraits_dir, landmarker, session_cache):
     """lp_s42 (a frontal AI-made face) framed at 512x512."""
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
-    return frame_avatar(prepare_avatar(portraits_dir / "lp_s42.jpg", cache_dir=session_cache,
+    return frame_portrait(load_portrait(portraits_dir / "lp_s42.jpg", cache_dir=session_cache,
                                        landmarker=landmarker), (512, 512))
 
 

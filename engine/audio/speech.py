@@ -18,7 +18,7 @@ streaming and offline give identical values by construction.
 **Voice activity.** silero-vad (MIT, ONNX model inside its PyPI wheel) scores 512-sample blocks (32 ms) of
 the stream with a recurrent state. `StreamingVAD` maps them to video frames with the same lookahead:
 frame t counts as speech when a block that overlaps [t - hangover, t + lookahead] does; the avatar's
-session closes the mouth on the others (engine.runtime.session).
+session closes the mouth on the others (engine.runtime.stream).
 
 Both models are loaded from the installed packages; nothing is downloaded.
 """

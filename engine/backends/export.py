@@ -54,14 +54,14 @@ class OnnxRefiner:
     name = "onnxruntime"
 
     def __init__(self, path: Path, config, threads: int = 0) -> None:
-        self.session = onnx_session(path, threads)
+        self.ort = onnx_session(path, threads)  # an onnxruntime InferenceSession
         self.config = config
 
     def __call__(self, rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
                  motion: torch.Tensor) -> torch.Tensor:
         feed = {"rendered": rendered.cpu().numpy(), "reference": reference.cpu().numpy(), "mask": mask.cpu().numpy(),
                 "motion": motion.cpu().float().numpy()}
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return torch.from_numpy(self.ort.run(None, feed)[0])
 
 
 def export_student_step(student, path: Path, steps: int = 1, max_batch: int = 16, chunk: int | None = None) -> Path:

@@ -1,11 +1,11 @@
 """Streaming baselines for `talkcam bench`: what the student replaces, run through the same pipeline.
 
-`ChunkedTeacherSession` is the obvious way to stream a bidirectional model: every chunk of k frames
+`ChunkedTeacherStream` is the obvious way to stream a bidirectional model: every chunk of k frames
 (the student's chunk, the same audio lookahead), the generalist teacher samples the whole window
 (the last `window - k` generated frames as known context + the new chunk) from noise in `steps`
 Euler steps with full classifier-free guidance (two passes a step), the audio encoder recomputed over
 the window: no KV cache, nothing reused between chunks. It shares the student session's audio side
-(`engine.runtime.session.MelChunker`: `push_audio`, `finish`, controls), so the pipeline and the
+(`engine.runtime.stream.MelChunker`: `push_audio`, `finish`, controls), so the pipeline and the
 benchmark treat it exactly like the student.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from engine.models.sampling import Guidance, conditions_for, sample
-from engine.runtime.session import MelChunker
+from engine.runtime.stream import MelChunker
 
 
-class ChunkedTeacherSession(MelChunker):
+class ChunkedTeacherStream(MelChunker):
     def __init__(self, teacher, chunk: int = 3, steps: int = 4, guidance: float = 3.0, window: int = 48,
                  shape: np.ndarray | None = None, style: str = "speaking", seed: int = 0) -> None:
         self.teacher = teacher.eval()

@@ -18,7 +18,7 @@ from engine import paths
 from engine.audio.io import FPS
 from engine.data.animator import ProceduralAnimator
 from engine.data.tts import EspeakTTS
-from engine.face import frame_avatar, prepare_avatar
+from engine.face import frame_portrait, load_portrait
 from engine.render.renderer import AvatarRenderer, RendererConfig
 from engine.sinks.base import SinkBase
 
@@ -42,7 +42,7 @@ class RendererBench:
 def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fps: int = 25,
                    cache_dir: Path | None = None, warmup: int = 10) -> RendererBench:
     """Render `frames` frames one at a time (as live does) from animator motion on real TTS."""
-    framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
+    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), render.size)
     motion = _bench_motion(fps)
     n_motion = len(motion)
     renderer = AvatarRenderer(framed, render)
@@ -90,7 +90,7 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     from engine.backends.runners import refiner_runner
     from engine.render.refiner import FrameRefiner
 
-    framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), render.size)
+    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), render.size)
     renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
     motion = _bench_motion(25)
     rendered = renderer.render(motion[:50], refine=False)
@@ -147,11 +147,11 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
 
     from engine.audio.io import SAMPLE_RATE
     from engine.face.shape import portrait_shape
-    from engine.runtime.session import StudentSession, load_session_models
+    from engine.runtime.stream import StudentStream, load_session_models
 
-    framed = frame_avatar(prepare_avatar(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
+    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
     student, corrector, schedule = load_session_models(student_dir, tail_forcing=session.tail_forcing)
-    sess = StudentSession(student, session, corrector, schedule, portrait_shape(framed.landmarks))
+    sess = StudentStream(student, session, corrector, schedule, portrait_shape(framed.landmarks))
     renderer = AvatarRenderer(framed, render) if render is not None else None
     piece = SAMPLE_RATE // fps
     audio = _bench_speech((frames + warmup_chunks * student.config.chunk + 10) * piece)
@@ -340,18 +340,18 @@ def _mel(wav: Path, frames: int, encoder) -> np.ndarray:
 
 def _baseline_chunked(engine, teacher, avatar, wav: Path, frames: int, latency_seconds: float, steps: int = 4,
                       guidance: float = 3.0, window: int = 48) -> dict:
-    """The bidirectional chunked sampler (engine.eval.baselines.ChunkedTeacherSession: the generalist
+    """The bidirectional chunked sampler (engine.eval.baselines.ChunkedTeacherStream: the generalist
     re-denoising its whole window every chunk, full CFG) in the same pipeline, with the same renderer and
     refiner, measured the same way: full speed for fps, paced like a microphone for latency."""
     from engine.audio.sources import FileSource
-    from engine.eval.baselines import ChunkedTeacherSession
+    from engine.eval.baselines import ChunkedTeacherStream
     from engine.runtime.live import LIVE_PIECE, PIECE
     from engine.runtime.pipeline import Pipeline
 
     k = engine.models.student.config.chunk
 
     def session():
-        return ChunkedTeacherSession(teacher, k, steps, guidance, window, avatar.shape, engine.style)
+        return ChunkedTeacherStream(teacher, k, steps, guidance, window, avatar.shape, engine.style)
 
     t0 = time.perf_counter()
     stats = Pipeline(FileSource(wav, PIECE, max_seconds=frames / 25), session(), avatar.renderer).run()

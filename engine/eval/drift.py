@@ -104,7 +104,7 @@ def drift(folder: Path, seconds: float, out: Path, session_config, student_dir: 
     from dataclasses import replace
 
     from engine.face.avatar import default_portrait_landmarks
-    from engine.runtime.session import StudentSession, load_session_models
+    from engine.runtime.stream import StudentStream, load_session_models
 
     audio = long_audio(folder, seconds)
     basis = M.MotionBasis(default_portrait_landmarks())
@@ -113,7 +113,7 @@ def drift(folder: Path, seconds: float, out: Path, session_config, student_dir: 
     student, corrector, schedule = load_session_models(student_dir, tail_forcing="tail" in variants)
     for v in variants:
         cfg = replace(session_config, tail_forcing=(v == "tail"))
-        sess = StudentSession(student, cfg, corrector if cfg.tail_forcing else None, schedule)
+        sess = StudentStream(student, cfg, corrector if cfg.tail_forcing else None, schedule)
         motion, took = stream(sess, audio)
         m = drift_metrics(motion, audio, basis)
         m["ms_per_frame"] = 1e3 * took / len(motion)

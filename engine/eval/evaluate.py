@@ -25,7 +25,7 @@ from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.tts import Phoneme
 from engine.eval import metrics as E
 from engine.eval.identity import IdentityModel
-from engine.face import FramedAvatar, frame_avatar, prepare_avatar
+from engine.face import FramedPortrait, frame_portrait, load_portrait
 from engine.face.landmarks import FaceLandmarker
 from engine.face.shape import portrait_shape
 from engine.face.tracking import Track, mouth_opening, track
@@ -88,11 +88,11 @@ class Evaluator:
         self.landmarker = landmarker or FaceLandmarker()
         self.identity = IdentityModel()
 
-    def frame(self, portrait: Path, cache_dir: Path | None = None, require_skin: bool = True) -> FramedAvatar:
-        avatar = prepare_avatar(portrait, cache_dir=cache_dir, landmarker=self.landmarker, require_skin=require_skin)
-        return frame_avatar(avatar, self.config.size)
+    def frame(self, portrait: Path, cache_dir: Path | None = None, require_skin: bool = True) -> FramedPortrait:
+        avatar = load_portrait(portrait, cache_dir=cache_dir, landmarker=self.landmarker, require_skin=require_skin)
+        return frame_portrait(avatar, self.config.size)
 
-    def render(self, framed: FramedAvatar, motion: np.ndarray, batch: int = 16):
+    def render(self, framed: FramedPortrait, motion: np.ndarray, batch: int = 16):
         renderer = AvatarRenderer(framed, RendererConfig(size=self.config.size, refiner=self.config.refiner))
         for i in range(0, len(motion), batch):
             yield from renderer.render(motion[i:i + batch])
@@ -179,9 +179,9 @@ def motion_for(source: str, audio: np.ndarray, n_frames: int, phonemes: list[Pho
         cfg = config or EvalConfig()
         if type(model).__name__ == "SessionModels":  # a student: the live path (audio in 40 ms pieces, voice activity)
             from engine.runtime.config import SessionConfig
-            from engine.runtime.session import StudentSession
+            from engine.runtime.stream import StudentStream
 
-            sess = StudentSession(model.student, SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
+            sess = StudentStream(model.student, SessionConfig(steps=cfg.steps, guidance=cfg.audio_guidance,
                                                                tail_forcing=model.corrector is not None, seed=cfg.seed,
                                                                voice_activity=cfg.voice_activity),
                                   model.corrector, model.schedule, shape, cfg.style or style)
@@ -205,7 +205,7 @@ def load_model(folder: Path | None, tail_forcing: bool = False):
     from engine.models.loading import is_student, load_teacher
 
     if is_student(folder):
-        from engine.runtime.session import load_session_models
+        from engine.runtime.stream import load_session_models
 
         return load_session_models(folder, tail_forcing=tail_forcing)
     return load_teacher(folder)

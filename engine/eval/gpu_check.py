@@ -50,7 +50,7 @@ import torch
 from engine.audio.io import FPS
 from engine.audio.sources import AudioFormat, Piece
 from engine.runtime.config import SessionConfig
-from engine.runtime.session import StudentSession
+from engine.runtime.stream import StudentStream
 from engine.sinks.base import SinkBase
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,8 @@ class RecordingEncoder:
         np.savez_compressed(file, keys=keys, rows=np.stack([self.table[k] for k in keys]).astype(np.float32))
 
 
-class ReplaySession(StudentSession):
-    """A `StudentSession` whose speech front end is the real `StreamingSpeechFeatures` with `encoder` (a
+class ReplayStream(StudentStream):
+    """A `StudentStream` whose speech front end is the real `StreamingSpeechFeatures` with `encoder` (a
     `ReplayEncoder`) in place of the CTranslate2 model; everything else is the session as the product runs
     it (voice activity included). A log-mel student needs no replay and runs unchanged."""
 
@@ -462,18 +462,18 @@ class Stack:
             self._avatars[size] = self.engine.avatar(self.portrait)
         return self._avatars[size]
 
-    def session(self, shape: np.ndarray | None, step=True) -> StudentSession:
+    def stream(self, shape: np.ndarray | None, step=True) -> StudentStream:
         """A streaming session as the product's (its chunk step on this stack's backend; `step=None`: the
         torch `generate_chunk` path)."""
         m = self.engine.models
         st = self.engine.step if step is True else step
         if self.replay is None:
-            return StudentSession(m.student, self.session_config, m.corrector, m.schedule, shape, self.engine.style, st)
-        return ReplaySession(m.student, self.session_config, m.corrector, m.schedule, shape, self.engine.style, st,
+            return StudentStream(m.student, self.session_config, m.corrector, m.schedule, shape, self.engine.style, st)
+        return ReplayStream(m.student, self.session_config, m.corrector, m.schedule, shape, self.engine.style, st,
                              encoder=self.replay)
 
 
-def session_motion(sess: StudentSession, audio: np.ndarray, piece: int = PIECE) -> np.ndarray:
+def session_motion(sess: StudentStream, audio: np.ndarray, piece: int = PIECE) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate(list(sess.stream(audio, piece)))
 
@@ -503,7 +503,7 @@ def pipeline_frames(stack: Stack, size: int, audio: np.ndarray) -> tuple[np.ndar
 
     av = stack.avatar(size)
     sink = _Collect()
-    Pipeline(ArraySource(audio), stack.session(av.shape), av.renderer, [sink]).run()
+    Pipeline(ArraySource(audio), stack.stream(av.shape), av.renderer, [sink]).run()
     return sink.arrays()
 
 
@@ -585,8 +585,8 @@ def check_session(ref: Stack, tgt: Stack, audio: np.ndarray, shape: np.ndarray |
                   prepared: np.ndarray | None) -> tuple[dict, np.ndarray]:
     from engine.backends.runners import StudentBackend
 
-    ref_motion = session_motion(ref.session(shape, StudentBackend(ref.student, "torch")), audio)
-    got = session_motion(tgt.session(shape), audio)
+    ref_motion = session_motion(ref.stream(shape, StudentBackend(ref.student, "torch")), audio)
+    got = session_motion(tgt.stream(shape), audio)
     out = {"frames": len(ref_motion), "reference": "cpu session, torch StudentStep, replayed speech features",
            "target": f"{tgt.device} session, student backend {tgt.backend}", **motion_diff(ref_motion, got, "fp32")}
     if prepared is not None:
@@ -621,12 +621,12 @@ def check_refiner(ref: Stack, tgt: Stack, motion: np.ndarray, rendered: dict, pl
     idx = _spread(len(motion), plan.eq_render_frames)
     mo = motion[idx]
     sizes: dict[str, dict] = {}
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
     folder = _refiner_dir(ref)
     for size in plan.sizes:
         rig = ref.avatar(size).renderer.rig
-        framed = frame_avatar(prepare_avatar(ref.portrait, cache_dir=ref.engine.cache_dir), (size, size))
+        framed = frame_portrait(load_portrait(ref.portrait, cache_dir=ref.engine.cache_dir), (size, size))
         cpu = FrameRefiner(load_refiner(folder, "cpu"), rig.frame, framed.landmarks, rig.basis, device="cpu")
         dev = FrameRefiner(load_refiner(folder, tgt.device), rig.frame, framed.landmarks, rig.basis, device=tgt.device)
         a = cpu.refine(rendered[size].copy(), mo)
@@ -676,12 +676,12 @@ def bench_size(stack: Stack, size: int, base: np.ndarray, plan: Plan) -> dict:
                  "refiner": av.renderer.refiner is not None,
                  "refiner_backend": av.renderer.refiner.backend if av.renderer.refiner is not None else None}
     # warm-up (first calls allocate; CUDA graphs record; onnxruntime plans)
-    Pipeline(ArraySource(stream_audio(base, plan.warmup_seconds)), stack.session(av.shape), av.renderer).run()
+    Pipeline(ArraySource(stream_audio(base, plan.warmup_seconds)), stack.stream(av.shape), av.renderer).run()
     gc.collect()
     rss0 = _rss_mb()
     probe = _Probe(25)
     t0 = time.perf_counter()
-    stats = Pipeline(ArraySource(stream_audio(base, plan.bench_frames / FPS)), stack.session(av.shape), av.renderer,
+    stats = Pipeline(ArraySource(stream_audio(base, plan.bench_frames / FPS)), stack.stream(av.shape), av.renderer,
                      [probe]).run()
     wall = time.perf_counter() - t0
     s = stats.summary()
@@ -691,7 +691,7 @@ def bench_size(stack: Stack, size: int, base: np.ndarray, plan: Plan) -> dict:
     out["stages_ms"] = stage_times(stack, size, base, plan)
     # live: paced like a microphone, 20 ms pieces, newest-wins queues
     lstats = Pipeline(ArraySource(stream_audio(base, plan.latency_seconds), LIVE_PIECE, realtime=True),
-                      stack.session(av.shape), av.renderer).run()
+                      stack.stream(av.shape), av.renderer).run()
     ls = lstats.summary()
     out["latency_ms"] = {"p50": ls["latency_ms_p50"], "p95": ls["latency_ms_p95"],
                          "processing_p50": ls["processing_ms_p50"], "processing_p95": ls["processing_ms_p95"],
@@ -711,7 +711,7 @@ def stage_times(stack: Stack, size: int, base: np.ndarray, plan: Plan) -> dict:
     av = stack.avatar(size)
     k = stack.student.config.chunk
     audio = stream_audio(base, (plan.stage_frames + 6 * k) / FPS)
-    sess = stack.session(av.shape)
+    sess = stack.stream(av.shape)
     chunk_t, pieces = [], []
     with torch.inference_mode():
         for i in range(0, len(audio), PIECE):
@@ -769,7 +769,7 @@ def long_run(stack: Stack, size: int, base: np.ndarray, seconds: float, interval
 
     av = stack.avatar(size)
     src = ArraySource(base, loop=True)
-    pipe = Pipeline(src, stack.session(av.shape), av.renderer, [FrameBus()])
+    pipe = Pipeline(src, stack.stream(av.shape), av.renderer, [FrameBus()])
     speech = getattr(stack.replay, "config", None)
     align = stack.student.config.chunk * PIECE  # ends prepared for every chunk boundary of the loop
     samples: list[dict[str, Any]] = []
@@ -846,14 +846,14 @@ def prepare(folder: Path, plan: Plan, portrait: Path, wheels: bool, student_back
     from engine.audio.frontend import front_end
     from engine.audio.speech import StreamingSpeechFeatures, shared_encoder
     from engine.backends.runners import StudentBackend
-    from engine.face import prepare_avatar
+    from engine.face import load_portrait
 
     folder.mkdir(parents=True, exist_ok=True)
     for stale in (MANIFEST, SPEECH_TABLE, REFERENCE, CPU_BENCH, AUDIO):
         (folder / stale).unlink(missing_ok=True)
     cache = folder / AVATAR_CACHE
     log.info("Portrait %s", portrait)
-    prepare_avatar(portrait, cache_dir=cache)  # landmarks (MediaPipe) into the avatar cache the device reads
+    load_portrait(portrait, cache_dir=cache)  # landmarks (MediaPipe) into the avatar cache the device reads
     ref = Stack("cpu", "torch", "torch", cache, portrait, None)
     st = ref.student
     front = front_end(st.audio_encoder.config)
@@ -893,10 +893,10 @@ def prepare(folder: Path, plan: Plan, portrait: Path, wheels: bool, student_back
     # CPU references: the session on the LIVE encoder (the replay must reproduce it), and frames
     eq = stream_audio(base, plan.eq_seconds)
     av0 = ref.avatar(plan.sizes[0])
-    live = StudentSession(st, ref.session_config, None, ref.engine.models.schedule, av0.shape, ref.engine.style,
+    live = StudentStream(st, ref.session_config, None, ref.engine.models.schedule, av0.shape, ref.engine.style,
                           StudentBackend(st, "torch"))
     ref_motion = session_motion(live, eq)
-    replayed = ReplaySession(st, ref.session_config, None, ref.engine.models.schedule, av0.shape, ref.engine.style,
+    replayed = ReplayStream(st, ref.session_config, None, ref.engine.models.schedule, av0.shape, ref.engine.style,
                              StudentBackend(st, "torch"), encoder=replay) if replay is not None else None
     if replayed is not None:
         check = motion_diff(ref_motion, session_motion(replayed, eq))

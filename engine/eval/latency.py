@@ -131,7 +131,7 @@ def live_latency(portrait: Path, settings=SETTINGS, seconds: float = 12.0, round
     from engine.render.renderer import RendererConfig
     from engine.runtime.config import SessionConfig
     from engine.runtime.live import LIVE_PIECE, PIECE, AvatarEngine
-    from engine.runtime.session import StudentSession
+    from engine.runtime.stream import StudentStream
 
     base = base or SessionConfig()
     out: dict[tuple[int, int], list[dict]] = {s: [] for s in settings}
@@ -146,8 +146,8 @@ def live_latency(portrait: Path, settings=SETTINGS, seconds: float = 12.0, round
                 gc.collect()
                 pipe = engine.pipeline_for(FileSource(wav, LIVE_PIECE, realtime=True, max_seconds=seconds), avatar, [])
                 s = pipe.run().summary()
-                assert isinstance(pipe.session, StudentSession)  # what AvatarEngine.session makes
-                s["backend"] = getattr(pipe.session.step, "name", None) or "torch"
+                assert isinstance(pipe.stream, StudentStream)  # what AvatarEngine.stream makes
+                s["backend"] = getattr(pipe.stream.step, "name", None) or "torch"
                 s["load_average_1min"] = os.getloadavg()[0]  # this run counts ~2-3 itself; more: another job ran
                 out[(k, la)].append(s)
                 log.info("latency round %d chunk %d lookahead %d: p50 %.0f p95 %.0f ms, dropped %d, student %.1f / "

@@ -319,9 +319,9 @@ def _read_frames(path: Path, max_frames: int | None = None):
 
 def portrait_reference(portrait: Path, landmarker, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The framed portrait as the renderer shows it at motion 0 (image, re-measured landmarks)."""
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
-    framed = frame_avatar(prepare_avatar(portrait, landmarker=landmarker, require_skin=False), size)
+    framed = frame_portrait(load_portrait(portrait, landmarker=landmarker, require_skin=False), size)
     lm = landmarker.mesh(framed.frame)
     return framed.frame, (lm if lm is not None else framed.landmarks)
 
@@ -454,7 +454,7 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
     variants: dict[str, Path] = {}
     if render_self:
         from engine.render.renderer import RendererConfig
-        from engine.runtime.render import render_file
+        from engine.runtime.render_file import render_file
 
         for name, refine in (("new", True), ("new_no_refiner", False)):
             folder = out / "renders" / name

@@ -57,7 +57,7 @@ def _load_source(what: str):
     """None for the loudness follower, else (the student's session models, voice gate on)."""
     if what == "loudness":
         return None
-    from engine.runtime.session import load_session_models
+    from engine.runtime.stream import load_session_models
 
     folder, _, flag = str(what).partition(":")
     return load_session_models(Path(folder)), flag != "novad"
@@ -69,10 +69,10 @@ def _source_motion(source, audio: np.ndarray, n: int, shape: np.ndarray, steps: 
     if source is None:
         return loudness_motion(audio, n)
     from engine.runtime.config import SessionConfig
-    from engine.runtime.session import StudentSession
+    from engine.runtime.stream import StudentStream
 
     models, gate = source
-    sess = StudentSession(models.student, SessionConfig(steps=steps, voice_activity=gate, **session),
+    sess = StudentStream(models.student, SessionConfig(steps=steps, voice_activity=gate, **session),
                           schedule=models.schedule, shape=shape)
     mo = np.concatenate(list(sess.stream(audio, 640, n)))
     return mo[:n]

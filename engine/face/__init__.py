@@ -1,5 +1,6 @@
-"""Portrait -> Avatar: image loading, face landmarks, framing, masks, on-disk cache."""
+"""The portrait's face: image loading, face landmarks (`Portrait`), framing (`FramedPortrait`), face shape, masks,
+on-disk cache."""
 
-from engine.face.avatar import Avatar, FramedAvatar, PortraitError, frame_avatar, prepare_avatar
+from engine.face.avatar import FramedPortrait, Portrait, PortraitError, frame_portrait, load_portrait
 
-__all__ = ["Avatar", "FramedAvatar", "PortraitError", "frame_avatar", "prepare_avatar"]
+__all__ = ["Portrait", "FramedPortrait", "PortraitError", "frame_portrait", "load_portrait"]

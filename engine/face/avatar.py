@@ -1,4 +1,5 @@
-"""Portrait -> Avatar (landmarks, checks, cache) and Avatar -> FramedAvatar (at the output size)."""
+"""Portrait file -> `Portrait` (the photo with its face found: landmarks, checks, on-disk cache, `load_portrait`)
+and `Portrait` -> `FramedPortrait` (framed at the output size, `frame_portrait`)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ GREY_CHROMA = 1.5
 
 
 @dataclass
-class Avatar:
-    """A prepared portrait: the working image and its 478 face landmarks (image pixels)."""
+class Portrait:
+    """A portrait photo with its face found: the working image and its 478 face landmarks (image pixels)."""
 
     image: np.ndarray  # HxWx3 uint8 RGB
     landmarks: np.ndarray  # 478x3 float32 (x, y, z in pixels)
@@ -49,17 +50,18 @@ class Avatar:
 
 
 @dataclass
-class FramedAvatar:
-    """The avatar framed for output: the frame at the output size and landmarks in its pixels."""
+class FramedPortrait:
+    """The portrait framed for output: the frame at the output size and the landmarks in its pixels."""
 
     frame: np.ndarray  # HxWx3 uint8 RGB, H,W = output size
     landmarks: np.ndarray  # 478x3 float32, frame pixels
-    avatar: Avatar
+    portrait: Portrait
+    """The whole photo it was framed from."""
 
     @property
     def path(self) -> Path:
         """The portrait file."""
-        return Path(self.avatar.source)
+        return Path(self.portrait.source)
 
     @property
     def shape(self) -> np.ndarray:
@@ -96,8 +98,8 @@ def _cache_path(cache_dir: Path, sha: str) -> Path:
     return cache_dir / f"avatar-v{CACHE_VERSION}-{sha[:32]}.safetensors"
 
 
-def prepare_avatar(path: Path | str, cache_dir: Path | None = None, landmarker: FaceLandmarker | None = None,
-                   require_skin: bool = True) -> Avatar:
+def load_portrait(path: Path | str, cache_dir: Path | None = None, landmarker: FaceLandmarker | None = None,
+                   require_skin: bool = True) -> Portrait:
     """Load a portrait, find the largest face, fit landmarks, check it. Cached by content hash."""
     path = Path(path)
     image, sha = load_image(path)
@@ -116,7 +118,7 @@ def prepare_avatar(path: Path | str, cache_dir: Path | None = None, landmarker: 
     return avatar
 
 
-def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker, require_skin: bool) -> Avatar:
+def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker, require_skin: bool) -> Portrait:
     h, w = image.shape[:2]
     work = image
     upscale = 1.0
@@ -156,11 +158,11 @@ def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker
             warnings.append(NOT_HUMAN_WARNING)
     for msg in warnings[1 if len(boxes) > 1 else 0:]:
         log.warning("%s: %s", path.name, msg)
-    return Avatar(image=image, landmarks=lm.astype(np.float32), source=str(path), sha256=sha,
+    return Portrait(image=image, landmarks=lm.astype(np.float32), source=str(path), sha256=sha,
                   n_faces=max(1, len(boxes)), warnings=warnings)
 
 
-def _save_cached(file: Path, avatar: Avatar) -> None:
+def _save_cached(file: Path, avatar: Portrait) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     meta = {"source": avatar.source, "sha256": avatar.sha256, "n_faces": str(avatar.n_faces),
             "warnings": json.dumps(avatar.warnings), "shape": json.dumps(list(avatar.image.shape))}
@@ -169,7 +171,7 @@ def _save_cached(file: Path, avatar: Avatar) -> None:
     tmp.replace(file)
 
 
-def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
+def _load_cached(file: Path, image: np.ndarray, path: Path) -> Portrait | None:
     if not file.exists():
         return None
     try:
@@ -182,8 +184,8 @@ def _load_cached(file: Path, image: np.ndarray, path: Path) -> Avatar | None:
     except (OSError, KeyError, ValueError, SafetensorError) as exc:  # corrupt entry: recompute, say so
         log.warning("Unreadable avatar cache entry %s ignored (%s)", file, exc)
         return None
-    log.debug("Avatar cache hit for %s", path.name)
-    return Avatar(image=image, landmarks=lm, source=str(path), sha256=meta["sha256"],
+    log.debug("Portrait cache hit for %s", path.name)
+    return Portrait(image=image, landmarks=lm, source=str(path), sha256=meta["sha256"],
                   n_faces=int(meta["n_faces"]), warnings=json.loads(meta["warnings"]), from_cache=True)
 
 
@@ -243,12 +245,12 @@ def apply_framing(image: np.ndarray, landmarks: np.ndarray | None, crop: tuple[i
     return np.ascontiguousarray(frame), out_lm
 
 
-def frame_avatar(avatar: Avatar, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42,
-                 max_upscale: float = 0.0) -> FramedAvatar:
+def frame_portrait(portrait: Portrait, size: tuple[int, int] = (512, 512), face_fraction: float = 0.42,
+                   max_upscale: float = 0.0) -> FramedPortrait:
     """Crop the portrait around the face to the output aspect and resize to `size` (w, h) (see `framing`)."""
-    crop = framing(avatar.landmarks, avatar.image.shape[:2], size, face_fraction, max_upscale)
-    frame, lm = apply_framing(avatar.image, avatar.landmarks, crop, size)
-    return FramedAvatar(frame=frame, landmarks=lm, avatar=avatar)
+    crop = framing(portrait.landmarks, portrait.image.shape[:2], size, face_fraction, max_upscale)
+    frame, lm = apply_framing(portrait.image, portrait.landmarks, crop, size)
+    return FramedPortrait(frame=frame, landmarks=lm, portrait=portrait)
 
 
 def default_portrait_landmarks() -> np.ndarray:
@@ -256,4 +258,4 @@ def default_portrait_landmarks() -> np.ndarray:
     the drift check)."""
     from engine import paths
 
-    return prepare_avatar(paths.default_portrait()).landmarks
+    return load_portrait(paths.default_portrait()).landmarks

@@ -143,4 +143,4 @@ NOT_HUMAN_WARNING = (
     "this may not be a human face (a human-face detector found none where the face is): it is animated with a "
     "human face rig, so an animal's or a statue's mouth and eyes may move in the wrong places. Use a photo or "
     "painting of a person for the best result.")
-"""Avatar.warnings' entry for a face the detector does not take for a human one (logged as '<name>: ...')."""
+"""Portrait.warnings' entry for a face the detector does not take for a human one (logged as '<name>: ...')."""

@@ -32,7 +32,7 @@ from torch import nn
 
 from engine import motion as M
 from engine.backends import RefinerBackendName
-from engine.face import FramedAvatar
+from engine.face import FramedPortrait
 from engine.face import topology as T
 from engine.limits import Range
 
@@ -69,7 +69,7 @@ class RendererConfig:
 
 
 class Renderer(nn.Module):
-    """Warps a portrait region by a motion vector. Avatar data comes in as tensors."""
+    """Warps a portrait region by a motion vector. Portrait data comes in as tensors."""
 
     def __init__(self, config: RendererConfig | None = None) -> None:
         super().__init__()
@@ -332,7 +332,7 @@ class AvatarRig:
     basis: M.MotionBasis
 
     @classmethod
-    def build(cls, framed: FramedAvatar, config: RendererConfig) -> AvatarRig:
+    def build(cls, framed: FramedPortrait, config: RendererConfig) -> AvatarRig:
         frame, lm = framed.frame, framed.landmarks
         h, w = frame.shape[:2]
         basis = M.MotionBasis(lm)
@@ -554,10 +554,10 @@ def _feature_colors(frame: np.ndarray, lm: np.ndarray, upscale: float = 1.0) -> 
     return np.stack([rows[i] for i in range(Paint.COUNT)]).astype(np.float32)
 
 
-def _upscale(framed: FramedAvatar) -> float:
+def _upscale(framed: FramedPortrait) -> float:
     """How much the framing enlarged the portrait's face (1 when it was shrunk or kept): painted edges are
     made as soft as the enlarged photo's."""
-    src, dst = framed.avatar.landmarks, framed.landmarks
+    src, dst = framed.portrait.landmarks, framed.landmarks
     a = float(np.linalg.norm(src[468, :2] - src[473, :2]))
     b = float(np.linalg.norm(dst[468, :2] - dst[473, :2]))
     return max(1.0, b / max(a, 1e-6))
@@ -617,7 +617,7 @@ class FrameRenderer(Protocol):
 class AvatarRenderer:
     """Convenience: one rig + the renderer module (+ the refiner) -> full uint8 frames with paste-back."""
 
-    def __init__(self, framed: FramedAvatar, config: RendererConfig | None = None,
+    def __init__(self, framed: FramedPortrait, config: RendererConfig | None = None,
                  device: str | torch.device = "cpu", refiner_runner=None) -> None:
         """`refiner_runner`: the refiner network or a backend over it, built once by the caller for every
         portrait (`engine.render.refiner.refiner_runner_for`); without it a renderer with `config.refiner`

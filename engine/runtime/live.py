@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.audio.io import FPS, SAMPLE_RATE
-from engine.face import FramedAvatar
-from engine.render.avatar import LiveAvatar, build_avatar, prepare_portrait
+from engine.face import FramedPortrait
+from engine.render.avatar import Avatar, build_avatar, prepare_portrait
 from engine.render.renderer import RendererConfig
 from engine.runtime.config import SessionConfig
 from engine.runtime.pipeline import Pipeline, PipelineConfig
 from engine.sinks.base import Sink
 
 if TYPE_CHECKING:
-    from engine.runtime.session import StudentSession
+    from engine.runtime.stream import StudentStream
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class AvatarEngine:
                  require_skin: bool = True, device: str = "auto") -> None:
         import torch
 
-        from engine.runtime.session import load_session_models
+        from engine.runtime.stream import load_session_models
 
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.render_config = render or RendererConfig()
@@ -63,7 +63,7 @@ class AvatarEngine:
         self.pipeline: Pipeline | None = None
         self._refiners: dict[str, object] = {}
 
-    def avatar(self, portrait: Path) -> LiveAvatar:
+    def avatar(self, portrait: Path) -> Avatar:
         """Prepare a portrait (PortraitError with the reason when it has no usable face)."""
         import torch
 
@@ -86,18 +86,18 @@ class AvatarEngine:
             self._refiners[device] = refiner_runner_for(self.render_config, device)
         return self._refiners[device]
 
-    def session(self, avatar: LiveAvatar | FramedAvatar) -> StudentSession:
+    def stream(self, avatar: Avatar | FramedPortrait) -> StudentStream:
         """A new motion stream of the engine's models and settings for `avatar`'s face shape."""
-        from engine.runtime.session import StudentSession  # the models' side (diffusers) loads only when used
+        from engine.runtime.stream import StudentStream  # the models' side (diffusers) loads only when used
 
         student, corrector, schedule = self.models
-        return StudentSession(student, self.session_config, corrector, schedule, avatar.shape, self.style, self.step)
+        return StudentStream(student, self.session_config, corrector, schedule, avatar.shape, self.style, self.step)
 
-    def pipeline_for(self, source, avatar: LiveAvatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
-        self.pipeline = Pipeline(source, self.session(avatar), avatar.renderer, sinks, config)
+    def pipeline_for(self, source, avatar: Avatar, sinks: list[Sink], config: PipelineConfig | None = None) -> Pipeline:
+        self.pipeline = Pipeline(source, self.stream(avatar), avatar.renderer, sinks, config)
         return self.pipeline
 
-    def switch_portrait(self, portrait: Path) -> LiveAvatar:
+    def switch_portrait(self, portrait: Path) -> Avatar:
         """Prepare `portrait` (in the caller's thread) and switch the running pipeline to it at its next chunk."""
         avatar = self.avatar(portrait)
         if self.pipeline is not None:

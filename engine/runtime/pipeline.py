@@ -35,7 +35,7 @@ from engine.sinks.base import Frame, Sink
 
 if TYPE_CHECKING:
     from engine.render.renderer import FrameRenderer
-    from engine.runtime.session import MotionSession
+    from engine.runtime.stream import MotionStream
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +91,21 @@ class PipelineStats:
 
 
 class Pipeline:
-    """Run `session` (a `MotionSession`: engine.runtime.session.StudentSession) and `renderer` (a
+    """Run `stream` (a `MotionStream`: engine.runtime.stream.StudentStream) and `renderer` (a
     `FrameRenderer`: engine.render.renderer.AvatarRenderer, refiner included) on `source`, fanning frames
     out to `sinks`."""
 
-    def __init__(self, source: AudioSource, session: MotionSession, renderer: FrameRenderer,
+    def __init__(self, source: AudioSource, stream: MotionStream, renderer: FrameRenderer,
                  sinks: list[Sink] | tuple[Sink, ...] = (),
                  config: PipelineConfig | None = None) -> None:
         self.source = source
-        self.session = session
+        self.stream = stream
         self.renderer = renderer
         self.sinks = list(sinks)
         self.config = cfg = config or PipelineConfig()
         self.live = source.live if cfg.live is None else cfg.live
         self.stats = PipelineStats()
-        self._audio_q: queue.Queue = queue.Queue(maxsize=4 * cfg.queue_chunks * session.chunk)
+        self._audio_q: queue.Queue = queue.Queue(maxsize=4 * cfg.queue_chunks * stream.chunk)
         self._motion_q: queue.Queue = queue.Queue(maxsize=cfg.queue_chunks)
         self._commands: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -308,16 +308,16 @@ class Pipeline:
 
     def _student_loop(self) -> None:
         self._threads_setting(self.config.student_threads)
-        with _own_stream(self.session.device):  # on a GPU each stage queues work on its own CUDA stream
+        with _own_stream(self.stream.device):  # on a GPU each stage queues work on its own CUDA stream
             self._student_stage()
 
     def _student_stage(self) -> None:
-        sess = self.session
+        sess = self.stream
         per_frame = _rate(self.source) // FPS  # audio samples per video frame
         pending: deque = deque()  # (frame index, capture time) of frames whose audio is in, not yet generated
         last_needed = 0.0
         received = 0  # stream position after the last piece (samples)
-        pushed = 0  # samples the session got (less than `received` when live pieces were dropped)
+        pushed = 0  # samples the stream got (less than `received` when live pieces were dropped)
         swap = None
         with torch.inference_mode():
             while True:
@@ -342,7 +342,7 @@ class Pipeline:
                     swap = None
 
     def _generate(self, work, arg, pending: deque, needed: float, swap) -> bool:
-        """Run the session (`work(arg)` -> motion frames), time it, and pass the frames on; False if none came."""
+        """Run the motion stream (`work(arg)` -> motion frames), time it, and pass the frames on; False if none came."""
         t0 = time.perf_counter()
         motion = work(arg)
         if not len(motion):
@@ -373,16 +373,16 @@ class Pipeline:
                 return swap
             kind = cmd[0]
             if kind == "control":
-                self.session.set_control(cmd[1], cmd[2])
+                self.stream.set_control(cmd[1], cmd[2])
             elif kind == "guidance":
-                self.session.set_guidance(cmd[1])
+                self.stream.set_guidance(cmd[1])
             elif kind == "style":
-                self.session.set_identity(self.session.shape, cmd[1])
+                self.stream.set_identity(self.stream.shape, cmd[1])
             elif kind == "portrait":
-                self.session.set_identity(cmd[2], None)
+                self.stream.set_identity(cmd[2], None)
                 swap = cmd[1]
             elif kind == "reset":
-                self.session.reset()
+                self.stream.reset()
 
     def _render_loop(self) -> None:
         self._threads_setting(self.config.render_threads)

@@ -362,7 +362,7 @@ def train(cfg: DistillConfig) -> Path:
 def quick_eval_student(student: MotionStudent, heldout: Path, clips: int, steps: int = 4, guidance: float = 3.0,
                        scenarios=("speech", "singing", "hard")) -> dict:
     """Lip sync and closure of the student's streamed motion on held-out clips (landmark level)."""
-    from engine.runtime.session import SessionConfig, stream_motion
+    from engine.runtime.stream import SessionConfig, stream_motion
     from engine.train.teachers import quick_eval
 
     was = student.training

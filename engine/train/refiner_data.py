@@ -29,7 +29,7 @@ from safetensors.numpy import load_file, save_file
 from engine import motion as M
 from engine.audio.io import FPS
 from engine.data.ingest import video_frames
-from engine.face.avatar import Avatar, FramedAvatar, apply_framing, framing
+from engine.face.avatar import FramedPortrait, Portrait, apply_framing, framing
 from engine.face.landmarks import FaceLandmarker
 from engine.face.tracking import mouth_opening, track
 from engine.render.refiner import CropConfig, CropGeometry
@@ -145,13 +145,13 @@ class _Cropper:
 
 
 def framed_reference(frame: np.ndarray, landmarks: np.ndarray, size: tuple[int, int],
-                     source: str) -> tuple[tuple[int, int, int, int], FramedAvatar]:
+                     source: str) -> tuple[tuple[int, int, int, int], FramedPortrait]:
     """A video frame framed exactly as a portrait is for output: its crop box and the framed avatar."""
     box = framing(landmarks, frame.shape[:2], size)
     img, lm = apply_framing(frame, landmarks, box, size)
     assert lm is not None  # landmarks were given
-    return box, FramedAvatar(frame=img, landmarks=lm,
-                             avatar=Avatar(image=frame, landmarks=landmarks, source=source, sha256=""))
+    return box, FramedPortrait(frame=img, landmarks=lm,
+                             portrait=Portrait(image=frame, landmarks=landmarks, source=source, sha256=""))
 
 
 def fit_frame(frame: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
@@ -230,9 +230,9 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
 
 
 def _identity_pairs(portrait: Path, cfg: RefinerDataConfig, landmarker: FaceLandmarker, pairs: _Pairs) -> None:
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
-    framed = frame_avatar(prepare_avatar(portrait, landmarker=landmarker), cfg.size)
+    framed = frame_portrait(load_portrait(portrait, landmarker=landmarker), cfg.size)
     renderer = AvatarRenderer(framed, RendererConfig(size=cfg.size, refiner=False))
     cropper = _Cropper(CropGeometry(framed.landmarks, renderer.rig.basis, framed.frame.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
     m = M.zeros()

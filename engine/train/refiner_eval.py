@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.eval import metrics as E
-from engine.face.avatar import FramedAvatar, PortraitError
+from engine.face.avatar import FramedPortrait, PortraitError
 from engine.models.loading import load_refiner
 from engine.models.refiner import RefinerNet
 from engine.render.refiner import FrameRefiner
@@ -83,7 +83,7 @@ def _mean(rows: list[dict], key: str) -> float:
 class _Both:
     """Renders a motion sequence with and without the refiner (same warp, same crop)."""
 
-    def __init__(self, framed: FramedAvatar, net: RefinerNet, size: tuple[int, int]) -> None:
+    def __init__(self, framed: FramedPortrait, net: RefinerNet, size: tuple[int, int]) -> None:
         self.renderer = AvatarRenderer(framed, RendererConfig(size=size, refiner=False))
         self.refiner = FrameRefiner(net, self.renderer.rig.frame, framed.landmarks, self.renderer.rig.basis)
 
@@ -144,26 +144,26 @@ def sequence_eval(net: RefinerNet, video: Path, start: float, size: tuple[int, i
     return out
 
 
-def student_motion(framed: FramedAvatar, audio: np.ndarray) -> np.ndarray:
+def student_motion(framed: FramedPortrait, audio: np.ndarray) -> np.ndarray:
     """The shipped student's motion for `audio` (16 kHz), streamed as live."""
     import math
 
     from engine.audio.io import SAMPLE_RATE
     from engine.face.shape import portrait_shape
-    from engine.runtime.session import SessionConfig, StudentSession, load_session_models
+    from engine.runtime.stream import SessionConfig, StudentStream, load_session_models
 
     n = max(1, math.ceil(len(audio) / SAMPLE_RATE * 25))
     student, corrector, schedule = load_session_models()
-    sess = StudentSession(student, SessionConfig(), corrector, schedule, portrait_shape(framed.landmarks), "speaking")
+    sess = StudentStream(student, SessionConfig(), corrector, schedule, portrait_shape(framed.landmarks), "speaking")
     with torch.inference_mode():
         return np.concatenate(list(sess.stream(audio, SAMPLE_RATE // 25, n)))
 
 
 def portrait_eval(net: RefinerNet, portrait: Path, audio: np.ndarray, size: tuple[int, int], identity,
                   every: int, sheet: Path | None = None) -> dict:
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
-    framed = frame_avatar(prepare_avatar(portrait), size)
+    framed = frame_portrait(load_portrait(portrait), size)
     motion = student_motion(framed, audio)
     both = _Both(framed, net, size)
     raw, refined = both(motion)

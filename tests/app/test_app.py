@@ -245,7 +245,7 @@ def test_view_model_alone_drives_the_engine(qtbot, settings, session_cache):
     vm.stateChanged.connect(states.append)
     vm.start()
     qtbot.waitUntil(lambda: vm.latest_frame() is not None, timeout=240_000)
-    sess = vm.pipeline.session
+    sess = vm.pipeline.stream
     blink = __import__("engine.models.conditions", fromlist=["CONTROL_NAMES"]).CONTROL_NAMES.index("blink")
     vm.expression("blink")
     qtbot.waitUntil(lambda: sess.control_mask[blink] == 1.0, timeout=5_000)

@@ -19,7 +19,7 @@ from engine.audio.speech import (
 )
 from engine.models.student import MotionStudent
 from engine.runtime.config import SessionConfig
-from engine.runtime.session import StudentSession
+from engine.runtime.stream import StudentStream
 
 SPEECH_AUDIO = {"features": "speech", "n_mels": 384, "mels_per_frame": 2, "lookahead": 0, "feature_lookahead": 2,
                 "feature_window": 30, "feature_chunk": 3, "channels": 16}
@@ -77,7 +77,7 @@ def speech_student():
 
 
 def _stream(student, audio, vad=False, piece=640):
-    sess = StudentSession(student, SessionConfig(steps=1, voice_activity=vad))
+    sess = StudentStream(student, SessionConfig(steps=1, voice_activity=vad))
     out = [sess.push_audio(audio[i:i + piece]) for i in range(0, len(audio), piece)] + [sess.finish()]
     return np.concatenate(out)
 
@@ -111,7 +111,7 @@ def test_gated_session_is_the_same_for_any_piece_size(speech_student, speech):
 
 def test_session_streaming_equals_offline_rows(speech_student, speech):
     """Audio pushed in any pieces == the offline feature rows pushed at once (what render and eval use)."""
-    from engine.runtime.session import stream_motion
+    from engine.runtime.stream import stream_motion
 
     n = -(-len(speech) // SAMPLES_PER_FRAME)
     live = _stream(speech_student, speech, piece=777)

@@ -13,7 +13,7 @@ from engine.eval import metrics as E
 from engine.eval.realsync import closed_runs, loudness_motion
 from engine.face.tracking import mouth_opening
 from engine.runtime.config import SessionConfig
-from engine.runtime.session import StudentSession, load_session_models
+from engine.runtime.stream import StudentStream, load_session_models
 
 HELDOUT_CLIP = "talking/DFRF__french.mp4"  # E. Macron, French: held out of every model (engine.data.real.HELDOUT)
 
@@ -42,7 +42,7 @@ def test_real_voice_lipsync_on_a_heldout_speaker(data_dir, framed, landmarker):
     n = seconds * 25
     ref = mouth_opening(track_face(video, landmarker, n).landmarks)[:n]
     models = load_session_models()
-    sess = StudentSession(models.student, SessionConfig(steps=1), schedule=models.schedule)
+    sess = StudentStream(models.student, SessionConfig(steps=1), schedule=models.schedule)
     motion = np.concatenate(list(sess.stream(audio, 640, n)))[:n]
     basis = M.MotionBasis(framed.landmarks)
     avatar = mouth_opening(basis.landmarks(motion))

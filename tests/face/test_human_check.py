@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.face import human, prepare_avatar
+from engine.face import human, load_portrait
 from engine.face.avatar import CACHE_VERSION
 from engine.face.human import NOT_HUMAN_WARNING, check_human_face
 
@@ -18,7 +18,7 @@ CAT_EYES = ((540.0, 420.0), (690.0, 420.0))
 
 @pytest.fixture(scope="module")
 def happy(portraits_dir, landmarker):
-    return prepare_avatar(portraits_dir / "happy.png", landmarker=landmarker)
+    return load_portrait(portraits_dir / "happy.png", landmarker=landmarker)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,11 @@ def no_detector(monkeypatch):
 
 
 def test_dog_is_animated_with_a_warning(portraits_dir, landmarker, tmp_path):
-    avatar = prepare_avatar(portraits_dir / "lp_s30.jpg", cache_dir=tmp_path, landmarker=landmarker)
+    avatar = load_portrait(portraits_dir / "lp_s30.jpg", cache_dir=tmp_path, landmarker=landmarker)
     assert NOT_HUMAN_WARNING in avatar.warnings
     assert "not be a human face" in NOT_HUMAN_WARNING and "photo or painting of a person" in NOT_HUMAN_WARNING
     # the cached avatar keeps it (and the cache entry is of the version that has the check)
-    again = prepare_avatar(portraits_dir / "lp_s30.jpg", cache_dir=tmp_path, landmarker=landmarker)
+    again = load_portrait(portraits_dir / "lp_s30.jpg", cache_dir=tmp_path, landmarker=landmarker)
     assert again.from_cache and NOT_HUMAN_WARNING in again.warnings
     assert [f.name.startswith(f"avatar-v{CACHE_VERSION}-") for f in tmp_path.iterdir()] == [True]
     assert CACHE_VERSION >= 2
@@ -78,13 +78,13 @@ def test_cat_through_the_pipeline_gets_the_warning(cat, tmp_path):
 
     path = tmp_path / "cat.png"
     Image.fromarray(image).save(path)
-    avatar = prepare_avatar(path, landmarker=CatMesh(), require_skin=False)  # white fur: not checked for skin
+    avatar = load_portrait(path, landmarker=CatMesh(), require_skin=False)  # white fur: not checked for skin
     assert NOT_HUMAN_WARNING in avatar.warnings
 
 
 @pytest.mark.parametrize("name", ["happy.png", "lp_s3.jpg"])  # a photo and an old painting
 def test_human_portraits_get_no_warning(portraits_dir, landmarker, name):
-    avatar = prepare_avatar(portraits_dir / name, landmarker=landmarker)
+    avatar = load_portrait(portraits_dir / name, landmarker=landmarker)
     assert NOT_HUMAN_WARNING not in avatar.warnings
     result = check_human_face(avatar.image, avatar.landmarks)
     assert result is not None and result.human and result.confidence > 0.9
@@ -105,7 +105,7 @@ def test_tilted_human_face_is_still_human(happy):
 def test_missing_model_skips_the_check(portraits_dir, landmarker, monkeypatch, tmp_path, no_detector, caplog):
     monkeypatch.setattr(human, "face_models_dir", lambda: tmp_path)  # a folder without the model
     with caplog.at_level("DEBUG", logger="engine.face.human"):
-        avatar = prepare_avatar(portraits_dir / "lp_s30.jpg", landmarker=landmarker)
+        avatar = load_portrait(portraits_dir / "lp_s30.jpg", landmarker=landmarker)
     assert NOT_HUMAN_WARNING not in avatar.warnings
     assert "human-face check skipped" in caplog.text
     assert check_human_face(avatar.image, avatar.landmarks) is None
@@ -121,10 +121,10 @@ def test_unreadable_model_or_no_dlib_skips_the_check(happy, monkeypatch, tmp_pat
 
 
 def test_a_cached_robot_is_still_refused_without_no_skin_check(data_dir, landmarker, tmp_path):
-    from engine.face import prepare_avatar
+    from engine.face import load_portrait
     from engine.face.image import PortraitError
 
     robot = data_dir / "portraits" / "art_6.png"
-    prepare_avatar(robot, cache_dir=tmp_path, landmarker=landmarker, require_skin=False)  # cached, accepted
+    load_portrait(robot, cache_dir=tmp_path, landmarker=landmarker, require_skin=False)  # cached, accepted
     with pytest.raises(PortraitError, match="skin"):
-        prepare_avatar(robot, cache_dir=tmp_path, landmarker=landmarker)
+        load_portrait(robot, cache_dir=tmp_path, landmarker=landmarker)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.face import PortraitError, frame_avatar, prepare_avatar
+from engine.face import PortraitError, frame_portrait, load_portrait
 from engine.face import topology as T
 from engine.face.image import WORK_MAX_SIDE, load_image
 
@@ -28,50 +28,50 @@ def _check_face(avatar):
 
 @pytest.mark.parametrize("name", HUMAN)
 def test_real_portraits_yield_478_landmarks(portraits_dir, landmarker, tmp_path, name):
-    avatar = prepare_avatar(portraits_dir / name, cache_dir=tmp_path, landmarker=landmarker)
+    avatar = load_portrait(portraits_dir / name, cache_dir=tmp_path, landmarker=landmarker)
     _check_face(avatar)
 
 
 def test_robot_head_is_refused_as_not_human(portraits_dir, landmarker):
     with pytest.raises(PortraitError, match="No human face.*art_6.png.*--no-skin-check"):
-        prepare_avatar(portraits_dir / "art_6.png", landmarker=landmarker)
+        load_portrait(portraits_dir / "art_6.png", landmarker=landmarker)
     # the user can still insist
-    _check_face(prepare_avatar(portraits_dir / "art_6.png", landmarker=landmarker, require_skin=False))
+    _check_face(load_portrait(portraits_dir / "art_6.png", landmarker=landmarker, require_skin=False))
 
 
 def test_cat_has_no_face(portraits_dir, landmarker):
     with pytest.raises(PortraitError, match="No face found in .*lp_s40.jpg"):
-        prepare_avatar(portraits_dir / "lp_s40.jpg", landmarker=landmarker)
+        load_portrait(portraits_dir / "lp_s40.jpg", landmarker=landmarker)
 
 
 def test_cache_is_hit_on_reload(portraits_dir, landmarker, tmp_path):
     before = landmarker.calls
-    first = prepare_avatar(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
+    first = load_portrait(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
     assert landmarker.calls > before and not first.from_cache
     calls = landmarker.calls
-    second = prepare_avatar(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
+    second = load_portrait(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
     assert second.from_cache and landmarker.calls == calls
     np.testing.assert_array_equal(first.landmarks, second.landmarks)
     # a corrupt cache entry is ignored (and recomputed), never fatal
     for f in tmp_path.iterdir():
         f.write_bytes(b"garbage")
-    third = prepare_avatar(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
+    third = load_portrait(portraits_dir / "happy.png", cache_dir=tmp_path, landmarker=landmarker)
     assert not third.from_cache and landmarker.calls > calls
 
 
 def test_missing_empty_folder_and_corrupt_files(tmp_path, landmarker):
     with pytest.raises(PortraitError, match="does not exist"):
-        prepare_avatar(tmp_path / "nope.jpg", landmarker=landmarker)
+        load_portrait(tmp_path / "nope.jpg", landmarker=landmarker)
     with pytest.raises(PortraitError, match="is a folder"):
-        prepare_avatar(tmp_path, landmarker=landmarker)
+        load_portrait(tmp_path, landmarker=landmarker)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(PortraitError, match="empty file"):
-        prepare_avatar(empty, landmarker=landmarker)
+        load_portrait(empty, landmarker=landmarker)
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
     with pytest.raises(PortraitError, match="junk.jpg is not a readable image"):
-        prepare_avatar(junk, landmarker=landmarker)
+        load_portrait(junk, landmarker=landmarker)
 
 
 def test_truncated_file(portraits_dir, tmp_path, landmarker):
@@ -79,24 +79,24 @@ def test_truncated_file(portraits_dir, tmp_path, landmarker):
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(PortraitError, match="cut.jpg is not a readable image"):
-        prepare_avatar(cut, landmarker=landmarker)
+        load_portrait(cut, landmarker=landmarker)
 
 
 def test_tiny_and_huge(tmp_path, landmarker):
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (8, 8), (200, 150, 120)).save(tiny)
     with pytest.raises(PortraitError, match="only 8x8 pixels"):
-        prepare_avatar(tiny, landmarker=landmarker)
+        load_portrait(tiny, landmarker=landmarker)
     huge = tmp_path / "huge.png"
     Image.new("1", (20000, 15000)).save(huge)  # 300 MP, a few KB on disk
     with pytest.raises(PortraitError, match="300 MP"):
-        prepare_avatar(huge, landmarker=landmarker)
+        load_portrait(huge, landmarker=landmarker)
 
 
 def test_small_face_upscaled_for_detection(portraits_dir, tmp_path, landmarker):
     small = tmp_path / "small.png"
     Image.open(portraits_dir / "lp_s42.jpg").resize((160, 160)).save(small)
-    avatar = prepare_avatar(small, landmarker=landmarker)
+    avatar = load_portrait(small, landmarker=landmarker)
     _check_face(avatar)
     assert avatar.image.shape[:2] == (160, 160)
     assert any("small face" in w for w in avatar.warnings)
@@ -108,25 +108,25 @@ def test_no_face_in_a_landscape(tmp_path, landmarker):
     path = tmp_path / "pattern.png"
     Image.fromarray(img).save(path)
     with pytest.raises(PortraitError, match="No face found in .*pattern.png"):
-        prepare_avatar(path, landmarker=landmarker)
+        load_portrait(path, landmarker=landmarker)
 
 
 @pytest.mark.parametrize("fmt,suffix", [("WEBP", ".webp"), ("BMP", ".bmp"), ("PNG", ".png")])
 def test_formats(portraits_dir, tmp_path, landmarker, fmt, suffix):
     path = tmp_path / f"face{suffix}"
     Image.open(portraits_dir / "lp_s42.jpg").save(path, format=fmt)
-    _check_face(prepare_avatar(path, landmarker=landmarker))
+    _check_face(load_portrait(path, landmarker=landmarker))
 
 
 def test_exif_rotation_is_applied(portraits_dir, tmp_path, landmarker):
     upright = Image.open(portraits_dir / "lp_s42.jpg")
-    ref = prepare_avatar(portraits_dir / "lp_s42.jpg", landmarker=landmarker)
+    ref = load_portrait(portraits_dir / "lp_s42.jpg", landmarker=landmarker)
     rotated = upright.transpose(Image.Transpose.ROTATE_90)  # stored sideways, as a phone does
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 CW to display
     path = tmp_path / "phone.jpg"
     rotated.save(path, exif=exif.tobytes(), quality=95)
-    avatar = prepare_avatar(path, landmarker=landmarker)
+    avatar = load_portrait(path, landmarker=landmarker)
     _check_face(avatar)
     assert avatar.image.shape == ref.image.shape
     err = np.abs(avatar.landmarks[:, :2] - ref.landmarks[:, :2]).mean()
@@ -138,11 +138,11 @@ def test_alpha_and_grey(portraits_dir, tmp_path, landmarker):
     a = np.array(img)
     a[:, :30, 3] = 0  # transparent strip
     Image.fromarray(a).save(tmp_path / "alpha.png")
-    avatar = prepare_avatar(tmp_path / "alpha.png", landmarker=landmarker)
+    avatar = load_portrait(tmp_path / "alpha.png", landmarker=landmarker)
     _check_face(avatar)
     assert (avatar.image[:, :20] == 235).all()  # composited on the neutral background
     Image.open(portraits_dir / "lp_s42.jpg").convert("L").save(tmp_path / "grey.png")
-    grey = prepare_avatar(tmp_path / "grey.png", landmarker=landmarker)
+    grey = load_portrait(tmp_path / "grey.png", landmarker=landmarker)
     _check_face(grey)
     assert grey.image.shape[2] == 3
     assert any("black-and-white" in w for w in grey.warnings)
@@ -152,7 +152,7 @@ def test_very_large_photo(portraits_dir, tmp_path, landmarker):
     big = Image.open(portraits_dir / "lp_s42.jpg").resize((10000, 10000), Image.Resampling.BILINEAR)
     path = tmp_path / "big.jpg"
     big.save(path, quality=85)
-    avatar = prepare_avatar(path, landmarker=landmarker)
+    avatar = load_portrait(path, landmarker=landmarker)
     _check_face(avatar)
     assert max(avatar.image.shape[:2]) <= WORK_MAX_SIDE
 
@@ -165,7 +165,7 @@ def test_several_faces_takes_the_largest(portraits_dir, tmp_path, landmarker):
     canvas.paste(big, (300, 0))
     path = tmp_path / "two.png"
     canvas.save(path)
-    avatar = prepare_avatar(path, landmarker=landmarker)
+    avatar = load_portrait(path, landmarker=landmarker)
     _check_face(avatar)
     assert avatar.n_faces == 2
     assert avatar.landmarks[:, 0].min() > 300  # inside the larger face's half
@@ -173,9 +173,9 @@ def test_several_faces_takes_the_largest(portraits_dir, tmp_path, landmarker):
 
 
 def test_framing_keeps_landmarks_on_the_face(portraits_dir, landmarker):
-    avatar = prepare_avatar(portraits_dir / "full_body_1.png", landmarker=landmarker)
+    avatar = load_portrait(portraits_dir / "full_body_1.png", landmarker=landmarker)
     for size in [(512, 512), (1280, 720), (360, 640)]:
-        framed = frame_avatar(avatar, size)
+        framed = frame_portrait(avatar, size)
         assert framed.frame.shape == (size[1], size[0], 3)
         lm = framed.landmarks
         assert lm[:, 0].min() >= 0 and lm[:, 0].max() < size[0]
@@ -199,7 +199,7 @@ def test_load_image_returns_hash_of_bytes(portraits_dir):
 def test_small_face_in_a_huge_photo_is_found_in_tiles(tmp_path, portraits_dir):
     """A 12000x9000 photo whose face is small: shrunk whole for the detector the face is too small to find,
     so the detector searches tiles at the working resolution (it said "No face found" before)."""
-    from engine.face import prepare_avatar
+    from engine.face import load_portrait
 
     rng = np.random.default_rng(0)
     canvas = Image.fromarray(rng.integers(90, 140, (180, 240, 3)).astype(np.uint8)).resize((12000, 9000))
@@ -207,7 +207,7 @@ def test_small_face_in_a_huge_photo_is_found_in_tiles(tmp_path, portraits_dir):
     canvas.paste(face, (7000, 5000))
     path = tmp_path / "huge.jpg"
     canvas.save(path, quality=90)
-    avatar = prepare_avatar(path, cache_dir=None)
+    avatar = load_portrait(path, cache_dir=None)
     s = avatar.image.shape[1] / 12000  # the working copy is at most 4096 px
     centre = np.array([7000 + 268, 5000 + 268]) * s
     assert np.linalg.norm(avatar.landmarks[:, :2].mean(0) - centre) < 40 * s / 0.34

@@ -18,7 +18,7 @@ from engine.eval import metrics as E
 from engine.face.tracking import mouth_opening
 from engine.models.loading import load_student
 from engine.runtime.config import SessionConfig
-from engine.runtime.session import StudentSession, load_session_models, stream_motion
+from engine.runtime.stream import StudentStream, load_session_models, stream_motion
 from tests.models.test_shipped_teachers import utterance  # noqa: F401 (fixture)
 
 
@@ -80,7 +80,7 @@ def test_controls_are_obeyed_live(parts, basis, utterance):  # noqa: F811
     audio, _, n = utterance
 
     def run(**controls):
-        sess = StudentSession(student, SessionConfig(steps=2), corrector, schedule)
+        sess = StudentStream(student, SessionConfig(steps=2), corrector, schedule)
         for k, v in controls.items():
             sess.set_control(k, v)
         out = [sess.push_audio(audio[i:i + 640]) for i in range(0, len(audio), 640)]
@@ -103,14 +103,14 @@ def test_controls_are_obeyed_live(parts, basis, utterance):  # noqa: F811
 ])
 def test_real_voice_opens_for_speech_and_closes_in_pauses(parts, data_dir, portraits_dir, landmarker, portrait):
     """The live path (audio pushed in 40 ms pieces, voice gate on): wider open when voiced than in pauses."""
-    from engine.face import frame_avatar, prepare_avatar
+    from engine.face import frame_portrait, load_portrait
 
     student, corrector, schedule = parts
-    framed = frame_avatar(prepare_avatar(portraits_dir / portrait, landmarker=landmarker), (512, 512))
+    framed = frame_portrait(load_portrait(portraits_dir / portrait, landmarker=landmarker), (512, 512))
     basis = M.MotionBasis(framed.landmarks)
     audio = load_audio(data_dir / "real" / "eng.wav")[: 12 * SAMPLE_RATE]
     n = int(len(audio) / SAMPLE_RATE * 25)
-    sess = StudentSession(student, SessionConfig(steps=1), corrector, schedule)
+    sess = StudentStream(student, SessionConfig(steps=1), corrector, schedule)
     mo = np.concatenate(list(sess.stream(audio, 640, n)))[:n]
     mouth = mouth_opening(basis.landmarks(mo))
     voiced = E.voiced_frames(audio, SAMPLE_RATE, n, 25)

@@ -80,17 +80,17 @@ def _bright(frame, inside):
 
 
 def test_black_and_white_portrait_gets_grey_teeth(framed):
-    from engine.face import FramedAvatar
+    from engine.face import FramedPortrait
 
     grey = cv2.cvtColor(cv2.cvtColor(framed.frame, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    bw = FramedAvatar(frame=grey, landmarks=framed.landmarks, avatar=framed.avatar)
+    bw = FramedPortrait(frame=grey, landmarks=framed.landmarks, portrait=framed.portrait)
     colors = AvatarRenderer(bw, RendererConfig(refiner=False)).rig.colors
     for row in (Paint.CAVITY, Paint.TEETH, Paint.GUM, Paint.TONGUE, Paint.WET):
         assert np.ptp(colors[row]) < 0.02, (row, colors[row])
 
 
 def test_the_portraits_own_teeth_are_used(framed):
-    from engine.face import FramedAvatar
+    from engine.face import FramedPortrait
 
     img = framed.frame.copy()
     lm = framed.landmarks.copy()
@@ -98,7 +98,7 @@ def test_the_portraits_own_teeth_are_used(framed):
     lm[list(T.LIPS_INNER_LOWER[1:-1]), 1] += 8
     poly = np.round(lm[list(T.inner_mouth_polygon()), :2]).astype(np.int32)
     cv2.fillPoly(img, [poly], (235, 225, 200))
-    own = AvatarRenderer(FramedAvatar(frame=img, landmarks=lm, avatar=framed.avatar), RendererConfig(refiner=False))
+    own = AvatarRenderer(FramedPortrait(frame=img, landmarks=lm, portrait=framed.portrait), RendererConfig(refiner=False))
     assert own.rig.colors[Paint.PARAMS, 2] == 1.0
     assert np.abs(own.rig.colors[Paint.TEETH] * 255 - np.array([235, 225, 200])).max() < 3
 

@@ -84,9 +84,9 @@ def test_crop_follows_the_mouth_and_the_mask_follows_the_opening(framed, raw_ren
 
 
 def test_other_crop_sides_are_resampled_to_the_work_side(framed):
-    from engine.face import frame_avatar
+    from engine.face import frame_portrait
 
-    big = frame_avatar(framed.avatar, (1024, 1024))
+    big = frame_portrait(framed.portrait, (1024, 1024))
     r = AvatarRenderer(big, RendererConfig(size=(1024, 1024), refiner=False))
     ref = FrameRefiner(_randomised(), r.rig.frame, big.landmarks, r.rig.basis)
     assert ref.geometry.side > 1.5 * ref.work

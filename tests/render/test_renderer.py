@@ -101,9 +101,9 @@ def test_onnx_export_matches_torch(renderer, tmp_path):
 
 @pytest.mark.parametrize("size", [(256, 256), (1280, 720)])
 def test_other_output_sizes(framed, size):
-    from engine.face import frame_avatar
+    from engine.face import frame_portrait
 
-    f = frame_avatar(framed.avatar, size)
+    f = frame_portrait(framed.portrait, size)
     r = AvatarRenderer(f, RendererConfig(size=size, refiner=False))
     out = r.render(_motion(jawOpen=0.5))[0]
     assert out.shape == (size[1], size[0], 3)

@@ -14,7 +14,7 @@ from engine.models.loading import load_student
 from engine.models.sampling import conditions_for
 from engine.models.student import CACHE_NAMES
 from engine.models.student_step import StudentStep, run_step
-from engine.runtime.session import SessionConfig, StudentSession
+from engine.runtime.stream import SessionConfig, StudentStream
 
 from .conftest import SAMPLE
 
@@ -57,7 +57,7 @@ def test_step_function_is_generate_chunk(student):
 
 def _motion(student, step, seconds=4.0):
     audio = load_audio(SAMPLE)[: int(seconds * 16000)]
-    sess = StudentSession(student, SessionConfig(), step=step)
+    sess = StudentStream(student, SessionConfig(), step=step)
     mo = np.concatenate(list(sess.stream(audio, 320)))
     sess.set_identity(np.ones(12, np.float32) * 0.3, "singing")  # identity switch mid-stream, then on
     mo2 = np.concatenate(list(sess.stream(audio[:16000], 320)))

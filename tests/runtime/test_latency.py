@@ -14,7 +14,7 @@ from engine.audio.io import load_audio
 from engine.audio.speech import SAMPLES_PER_FRAME, SpeechFeatureConfig, speech_features
 from engine.models.student import MotionStudent
 from engine.runtime.config import LATENCY_PRESETS, Latency, SessionConfig
-from engine.runtime.session import StudentSession, stream_motion
+from engine.runtime.stream import StudentStream, stream_motion
 
 SPEECH_AUDIO = {"features": "speech", "n_mels": 384, "mels_per_frame": 2, "lookahead": 0, "feature_lookahead": 2,
                 "feature_window": 30, "feature_chunk": 3, "channels": 16}
@@ -37,7 +37,7 @@ def student():
 
 
 def _stream(student, audio, cfg: SessionConfig, piece: int = 640) -> np.ndarray:
-    sess = StudentSession(student, cfg)
+    sess = StudentStream(student, cfg)
     out = [sess.push_audio(audio[i:i + piece]) for i in range(0, len(audio), piece)] + [sess.finish()]
     return np.concatenate(out)
 
@@ -71,12 +71,12 @@ def test_invalid_values_raise(kwargs, match):
 def test_lookahead_of_a_logmel_model_cannot_change():
     """A log-mel model reads ahead in its convolutions (fixed by training); only its chunk may change."""
     st = MotionStudent(dim=32, depth=1, heads=2, chunk=3, window=6, audio={"channels": 16, "lookahead": 1}).eval()
-    assert StudentSession(st, SessionConfig(chunk=1)).chunk == 1
-    assert StudentSession(st, SessionConfig(chunk=2, lookahead=1)).audio_lookahead == 1  # its own: fine
+    assert StudentStream(st, SessionConfig(chunk=1)).chunk == 1
+    assert StudentStream(st, SessionConfig(chunk=2, lookahead=1)).audio_lookahead == 1  # its own: fine
     with pytest.raises(ValueError, match="no lookahead of its own"):
-        StudentSession(st, SessionConfig(lookahead=2))
+        StudentStream(st, SessionConfig(lookahead=2))
     with pytest.raises(ValueError, match="shorter than the audio encoder's own"):
-        StudentSession(st, SessionConfig(latency="low", lookahead=0))
+        StudentStream(st, SessionConfig(latency="low", lookahead=0))
 
 
 @pytest.mark.parametrize("chunk, lookahead", [(1, 0), (1, 1), (2, 1), (3, 2)])
@@ -84,7 +84,7 @@ def test_frame_is_out_once_its_lookahead_is_in(student, speech, chunk, lookahead
     """Audio arriving one video frame at a time: after f frames of audio, exactly the whole chunks whose
     frames t have t + 1 + lookahead <= f are out (so frame t waits for lookahead frames after its chunk's
     end, and not one more)."""
-    sess = StudentSession(student, SessionConfig(chunk=chunk, lookahead=lookahead))
+    sess = StudentStream(student, SessionConfig(chunk=chunk, lookahead=lookahead))
     assert (sess.chunk, sess.audio_lookahead) == (chunk, lookahead)
     assert sess.gate.vad.config.lookahead == lookahead  # the voice gate waits no longer than the features
     got = 0
@@ -116,7 +116,7 @@ def test_low_mode_streaming_equals_offline_rows(student, speech):
     """Audio in odd pieces == the session front end's offline rows pushed at once (render, eval)."""
     cfg = SessionConfig(latency=Latency.LOW, voice_activity=False)
     n = -(-len(speech) // SAMPLES_PER_FRAME)
-    sess = StudentSession(student, cfg)
+    sess = StudentStream(student, cfg)
     assert sess.front.speech == SpeechFeatureConfig(chunk=2, lookahead=1, window=30)
     assert (sess.chunk, sess.audio_lookahead, sess.gate) == (2, 1, None)
     live = _stream(student, speech, cfg, piece=777)
@@ -132,7 +132,7 @@ def test_standard_preset_is_the_models_geometry(student, speech):
     model's own offline features (speech_features with the default SpeechFeatureConfig) pushed through the
     session, and bit for bit the same as the model's values given explicitly."""
     n = -(-len(speech) // SAMPLES_PER_FRAME)
-    sess = StudentSession(student, SessionConfig())
+    sess = StudentStream(student, SessionConfig())
     assert (sess.chunk, sess.audio_lookahead) == (3, 2)
     assert sess.front.speech == SpeechFeatureConfig(chunk=3, lookahead=2, window=30)
     assert sess.gate.vad.config.lookahead == 2
@@ -184,10 +184,10 @@ def test_backend_step_runs_the_session_chunk(student, speech):
     backend = StudentBackend(student, "torch")
     assert backend.chunk == 3
     cfg = SessionConfig(latency=Latency.LOW)
-    sess = StudentSession(student, cfg, step=backend)
+    sess = StudentStream(student, cfg, step=backend)
     assert sess.step is backend.for_chunk(2) and sess.step is not backend
     assert sess.step.chunk == 2 and sess.step.name == "torch"
-    assert StudentSession(student, SessionConfig(), step=backend).step is backend  # standard: the model's step
+    assert StudentStream(student, SessionConfig(), step=backend).step is backend  # standard: the model's step
     got, calls = _backend_motion(sess, speech)
     ref = _stream(student, speech, cfg, piece=320)
     assert len(got) == len(ref) and calls == len(got) // 2  # every whole chunk (a short last one: torch)
@@ -202,7 +202,7 @@ def test_onnx_step_for_another_chunk(student, speech, tmp_path):
     backend = StudentBackend(student, "onnxruntime", cache_dir=tmp_path, chunk=1)
     assert backend.name == "onnxruntime" and [p.name[-8:] for p in tmp_path.glob("student-*.onnx")] == ["-c1.onnx"]
     cfg = SessionConfig(chunk=1, lookahead=1)
-    got, calls = _backend_motion(StudentSession(student, cfg, step=backend), speech)
+    got, calls = _backend_motion(StudentStream(student, cfg, step=backend), speech)
     ref = _stream(student, speech, cfg, piece=320)
     assert calls == len(got) == len(ref)
     assert np.abs(got - ref).max() < 2e-3

@@ -81,13 +81,13 @@ def test_capture_is_the_file_resampled_to_16k_mono(file_mic):
 
 def test_capture_feeds_the_session_like_the_file(file_mic, engine, avatar):
     """Microphone -> session gives the motion that the same audio gives offline."""
-    from engine.runtime.session import StudentSession
+    from engine.runtime.stream import StudentStream
 
     student, corrector, schedule = engine.models
     src = MicSource("talkcam_file", piece=320)
     src.open()
     try:
-        live = StudentSession(student, engine.session_config, corrector, schedule, avatar.shape)
+        live = StudentStream(student, engine.session_config, corrector, schedule, avatar.shape)
         mic_motion, audio = [], []
         for _ in range(100):
             p = src.read()
@@ -96,7 +96,7 @@ def test_capture_feeds_the_session_like_the_file(file_mic, engine, avatar):
     finally:
         src.close()
     mic_motion = np.concatenate(mic_motion)
-    offline = StudentSession(student, engine.session_config, corrector, schedule, avatar.shape)
+    offline = StudentStream(student, engine.session_config, corrector, schedule, avatar.shape)
     ref_audio = _reference(file_mic, 48000)[: 100 * 320]
     ref_motion = np.concatenate(list(offline.stream(ref_audio, 320)))[: len(mic_motion)]
     assert len(mic_motion) >= 40

@@ -45,12 +45,12 @@ class Collect:
 
 def test_streaming_equals_offline(engine, avatar):
     """Threads, queues and overlap change nothing: the frames are those of the serial session + renderer."""
-    from engine.runtime.session import StudentSession
+    from engine.runtime.stream import StudentStream
 
     sink = Collect()
     engine.pipeline_for(FileSource(SAMPLE, 640, max_seconds=3.0), avatar, [sink]).run()
     student, corrector, schedule = engine.models
-    sess = StudentSession(student, engine.session_config, corrector, schedule, avatar.shape, step=engine.step)
+    sess = StudentStream(student, engine.session_config, corrector, schedule, avatar.shape, step=engine.step)
     audio = load_audio(SAMPLE)[: 3 * 16000]
     with torch.inference_mode():
         motion = np.concatenate(list(sess.stream(audio, 640, 75)))

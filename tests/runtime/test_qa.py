@@ -268,7 +268,7 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, caplog, se
 def test_render_and_say_report_progress_to_the_end(tmp_path, session_cache):
     from engine import paths
     from engine.render.renderer import RendererConfig
-    from engine.runtime.render import render_file
+    from engine.runtime.render_file import render_file
     from engine.runtime.say import say
 
     seen: list[tuple[float, float]] = []

@@ -12,7 +12,7 @@ from engine.audio.io import SAMPLE_RATE, load_audio
 from engine.cli import main
 from engine.eval import metrics as E
 from engine.runtime.config import SessionConfig
-from engine.runtime.render import render_file
+from engine.runtime.render_file import render_file
 from tests.conftest import mouth_gap
 from tests.runtime.test_say import _read
 

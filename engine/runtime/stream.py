@@ -1,11 +1,15 @@
-"""The streaming session: audio in (any piece size), motion frames out, through the student's KV cache.
+"""The motion stream: audio in (any piece size), motion frames out, through the student's KV cache.
+
+Names: a *session* is one run of the avatar from start to stop (its settings `SessionConfig`, its models
+`SessionModels`, in the window `SessionViewModel`); within it the *stream* (`StudentStream`, this module)
+turns the audio into motion, and the pipeline (`engine.runtime.pipeline`) renders that motion into frames.
 
 This is the one path from sound to motion used live (microphone), by `talkcam render` (a file, as fast
 as possible) and by the evaluation of the student. Per chunk of k frames it needs the audio up to the
 chunk's end plus the audio encoder's lookahead, so the algorithmic latency is k + lookahead frames.
 
 Chunk and lookahead are the model's by default; `SessionConfig.latency` / `chunk` / `lookahead` run a
-speech-feature student on shorter ones (the low-latency mode, docs/latency.md): the session generates
+speech-feature student on shorter ones (the low-latency mode, docs/latency.md): the stream generates
 chunks of that many frames, and the speech features and voice-activity flags read only that lookahead.
 
 State: the student's cache (sink + sliding window, `engine.models.student.StudentCache`), the log-mel
@@ -41,12 +45,12 @@ from engine.runtime.config import SessionConfig
 log = logging.getLogger(__name__)
 
 
-class MotionSession(Protocol):
+class MotionStream(Protocol):
     """What the pipeline (`engine.runtime.pipeline.Pipeline`) runs to turn audio into motion: a
-    `StudentSession`, or a stand-in with the same calls (the benchmark's baselines, a test's)."""
+    `StudentStream`, or a stand-in with the same calls (the benchmark's baselines, a test's)."""
 
     chunk: int
-    """Frames the session generates at a time."""
+    """Frames the stream generates at a time."""
     device: torch.device
     shape: np.ndarray | None
     """The face shape the motion is generated for (None: none given)."""
@@ -78,25 +82,25 @@ class SessionModels(NamedTuple):
 
 
 class MelChunker:
-    """The audio side of a streaming motion session, shared by the student and the benchmark's baseline
+    """The audio side of a motion stream, shared by the student and the benchmark's baseline
     (engine.eval.baselines): samples -> log-mel rows (`StreamingLogMel`) -> `_chunk(n)` as soon as a
     chunk's audio plus the encoder's lookahead is in; `finish` pads the end with silence; frame controls
-    held until released. A subclass sets `chunk` and `motion_dim` (and `session_lookahead` to run another
+    held until released. A subclass sets `chunk` and `motion_dim` (and `stream_lookahead` to run another
     lookahead than the encoder's), calls `_init_mel(encoder)`, and implements `_chunk(n)` (which advances
     `_frame`), reading the encoder's input with `_mel_rows` and dropping rows no chunk needs any more with
     `_drop_mel_before`."""
 
     chunk: int
     motion_dim: int
-    session_lookahead: int | None = None
-    """Video frames of audio after a chunk's last frame that the session waits for (None: the encoder's
+    stream_lookahead: int | None = None
+    """Video frames of audio after a chunk's last frame that the stream waits for (None: the encoder's
     own, `encoder.audio_lookahead`)."""
 
     def _front_end(self, encoder) -> FrontEnd:
-        """The encoder's front end on the session's chunk grid (`chunk`) and lookahead (`session_lookahead`:
+        """The encoder's front end on the stream's chunk grid (`chunk`) and lookahead (`stream_lookahead`:
         what the encoder's convolutions do not read ahead, the speech features' window does)."""
         front = front_end(encoder.config)
-        la = encoder.audio_lookahead if self.session_lookahead is None else self.session_lookahead
+        la = encoder.audio_lookahead if self.stream_lookahead is None else self.stream_lookahead
         conv = encoder.context()[1]
         if la < conv:
             raise ValueError(f"lookahead {la} is shorter than the audio encoder's own ({conv} frames): "
@@ -231,7 +235,7 @@ class SpeechGate:
         return motion
 
 
-class StudentSession(MelChunker):
+class StudentStream(MelChunker):
     """One avatar's stream. `push_audio(samples)` / `push_mel(rows)` -> new motion frames [n, M]
     (engine.motion units). Chunk and lookahead: `config.geometry(...)` (the model's unless the latency preset
     or explicit values say otherwise); feature rows pushed with `push_mel` must come from `self.front`."""
@@ -246,7 +250,7 @@ class StudentSession(MelChunker):
             raise ValueError("tail forcing needs the corrector (the generalist teacher); give it or disable tail forcing")
         self.corrector = corrector.eval() if corrector is not None and cfg.tail_forcing else None
         self.schedule = schedule
-        self.chunk, self.session_lookahead = cfg.geometry(student.config.chunk, student.audio_encoder.audio_lookahead)
+        self.chunk, self.stream_lookahead = cfg.geometry(student.config.chunk, student.audio_encoder.audio_lookahead)
         if self.chunk > student.config.window:
             raise ValueError(f"chunk {self.chunk} is longer than the student's window ({student.config.window} frames)")
         self.motion_dim = student.config.motion_dim
@@ -260,7 +264,7 @@ class StudentSession(MelChunker):
                 self.step = step.for_chunk(self.chunk)
                 self._step_chunk = self.chunk
             else:
-                log.info("Session chunk %d differs from the model's %d: the student runs in torch (the step takes "
+                log.info("Stream chunk %d differs from the model's %d: the student runs in torch (the step takes "
                          "chunks of %d only)", self.chunk, student.config.chunk, student.config.chunk)
         self.gate = SpeechGate(self.audio_lookahead) if cfg.voice_activity else None
         self.shape, self.style = shape, style
@@ -354,10 +358,10 @@ class StudentSession(MelChunker):
 def stream_motion(student: MotionStudent, mel: np.ndarray, n_frames: int, config: SessionConfig | None = None,
                   shape: np.ndarray | None = None, style: str = "speaking", corrector: MotionTeacher | None = None,
                   schedule: GuidanceSchedule | None = None, piece: int = 4) -> np.ndarray:
-    """Motion [n_frames, M] for a clip's log-mel, fed to a session `piece` mel rows at a time (the live
+    """Motion [n_frames, M] for a clip's log-mel, fed to a stream `piece` mel rows at a time (the live
     path, as fast as possible)."""
     cfg = config or SessionConfig(tail_forcing=corrector is not None)
-    sess = StudentSession(student, cfg, corrector, schedule, shape, style)
+    sess = StudentStream(student, cfg, corrector, schedule, shape, style)
     out = []
     mel = np.asarray(mel[: n_frames * sess.mpf], np.float32)
     for i in range(0, len(mel), piece):
@@ -365,7 +369,7 @@ def stream_motion(student: MotionStudent, mel: np.ndarray, n_frames: int, config
     out.append(sess.finish(n_frames))
     mo = np.concatenate(out)
     if len(mo) < n_frames:
-        raise RuntimeError(f"session produced {len(mo)} of {n_frames} frames")
+        raise RuntimeError(f"the stream produced {len(mo)} of {n_frames} frames")
     return mo[:n_frames]
 
 

@@ -12,7 +12,7 @@ from engine.audio.features import log_mel
 from engine.models.student import MotionStudent
 from engine.models.teacher import MotionTeacher
 from engine.runtime.config import SessionConfig
-from engine.runtime.session import StudentSession, stream_motion
+from engine.runtime.stream import StudentStream, stream_motion
 
 
 def _random(model, seed):
@@ -44,7 +44,7 @@ def test_pieces_of_any_size_give_the_same_motion(models, audio):
     for vad in (False, True):
         outs = []
         for piece in (640, 97, 5000):
-            sess = StudentSession(student, SessionConfig(steps=2, tail_forcing=False, voice_activity=vad))
+            sess = StudentStream(student, SessionConfig(steps=2, tail_forcing=False, voice_activity=vad))
             mo = [sess.push_audio(audio[i:i + piece]) for i in range(0, len(audio), piece)]
             mo.append(sess.finish())
             outs.append(np.concatenate(mo))
@@ -61,7 +61,7 @@ def test_latency_is_chunk_plus_lookahead(models, audio):
     """A chunk comes out as soon as its audio and the encoder's lookahead are in (and no sooner)."""
     student, _ = models
     k, la = student.config.chunk, student.audio_encoder.config.lookahead
-    sess = StudentSession(student, SessionConfig(steps=1, tail_forcing=False))
+    sess = StudentStream(student, SessionConfig(steps=1, tail_forcing=False))
     got = 0
     for f in range(1, 31):  # audio arrives one video frame (40 ms) at a time
         got += len(sess.push_audio(audio[(f - 1) * 640: f * 640]))
@@ -80,15 +80,15 @@ def test_tail_forcing_changes_only_tail_frames(models, audio):
     np.testing.assert_allclose(forced[k:2 * k - 1], plain[k:2 * k - 1], atol=1e-6)  # chunk 1 before its tail
     assert np.abs(forced[2 * k - 1] - plain[2 * k - 1]).max() > 1e-4  # its tail frame is corrected
     with pytest.raises(ValueError, match="corrector"):
-        StudentSession(student, SessionConfig(tail_forcing=True))
+        StudentStream(student, SessionConfig(tail_forcing=True))
 
 
 def test_identity_switch_controls_and_reset(models, audio):
     student, _ = models
     cfg = SessionConfig(steps=1, tail_forcing=False)
-    sess = StudentSession(student, cfg)
+    sess = StudentStream(student, cfg)
     first = sess.push_audio(audio[:640 * 12])
-    ref = StudentSession(student, cfg)
+    ref = StudentStream(student, cfg)
     ref.push_audio(audio[:640 * 12])
     sess.set_identity(np.ones(12, np.float32), "singing")
     sess.set_control("smile", 0.8)
@@ -100,7 +100,7 @@ def test_identity_switch_controls_and_reset(models, audio):
     sess.reset()
     again = sess.push_audio(audio[:640 * 12])
     assert sess.frames_done == len(again)
-    fresh = StudentSession(student, cfg, shape=np.ones(12, np.float32), style="singing")
+    fresh = StudentStream(student, cfg, shape=np.ones(12, np.float32), style="singing")
     fresh.set_control("smile", 0.8)
     np.testing.assert_allclose(again, fresh.push_audio(audio[:640 * 12]), atol=1e-5)
     assert len(first) == len(again)
