@@ -18,8 +18,8 @@ from engine import paths
 from engine.audio.io import FPS
 from engine.data.animator import ProceduralAnimator
 from engine.data.tts import EspeakTTS
-from engine.face import frame_portrait, load_portrait
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.avatar import build_avatar, prepare_portrait
+from engine.render.renderer import RendererConfig
 from engine.sinks.base import SinkBase
 
 BENCH_TEXT = ("The quick brown fox jumps over the lazy dog. Peter Piper picked a peck of pickled peppers, "
@@ -42,10 +42,9 @@ class RendererBench:
 def bench_renderer(portrait: Path, render: RendererConfig, frames: int = 250, fps: int = 25,
                    cache_dir: Path | None = None, warmup: int = 10) -> RendererBench:
     """Render `frames` frames one at a time (as live does) from animator motion on real TTS."""
-    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), render.size)
+    renderer = build_avatar(portrait, render, cache_dir=cache_dir).renderer
     motion = _bench_motion(fps)
     n_motion = len(motion)
-    renderer = AvatarRenderer(framed, render)
     for i in range(warmup):
         renderer.render(motion[i % n_motion])
     gc.collect()
@@ -90,8 +89,9 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     from engine.backends.runners import refiner_runner
     from engine.render.refiner import FrameRefiner
 
-    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), render.size)
-    renderer = AvatarRenderer(framed, dataclasses.replace(render, refiner=True, refiner_backend="torch"))
+    avatar = build_avatar(portrait, dataclasses.replace(render, refiner=True, refiner_backend="torch"),
+                          cache_dir=cache_dir)
+    renderer = avatar.renderer
     motion = _bench_motion(25)
     rendered = renderer.render(motion[:50], refine=False)
     assert renderer.refiner is not None  # refiner=True
@@ -101,7 +101,7 @@ def bench_refiner(portrait: Path, render: RendererConfig, frames: int = 250, cac
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:  # as the product runs it (a fresh export for onnxruntime)
             runner = refiner_runner(net, backend, cache_dir=Path(tmp))
-            ref = FrameRefiner(runner, renderer.rig.frame, framed.landmarks, renderer.rig.basis)
+            ref = FrameRefiner(runner, renderer.rig.frame, avatar.framed.landmarks, renderer.rig.basis)
             for i in range(warmup):
                 ref.refine(rendered[i % 50][None].copy(), motion[i % 50][None])
             times = np.empty(frames)
@@ -146,13 +146,13 @@ def bench_stream(portrait: Path, render: RendererConfig | None, session, student
     from dataclasses import asdict
 
     from engine.audio.io import SAMPLE_RATE
-    from engine.face.shape import portrait_shape
     from engine.runtime.stream import StudentStream, load_session_models
 
-    framed = frame_portrait(load_portrait(portrait, cache_dir=cache_dir), (render or RendererConfig()).size)
+    rc = render or RendererConfig()
+    framed = prepare_portrait(portrait, rc.size, rc.max_upscale, cache_dir=cache_dir)
     student, corrector, schedule = load_session_models(student_dir, tail_forcing=session.tail_forcing)
-    sess = StudentStream(student, session, corrector, schedule, portrait_shape(framed.landmarks))
-    renderer = AvatarRenderer(framed, render) if render is not None else None
+    sess = StudentStream(student, session, corrector, schedule, framed.shape)
+    renderer = build_avatar(framed, render).renderer if render is not None else None
     piece = SAMPLE_RATE // fps
     audio = _bench_speech((frames + warmup_chunks * student.config.chunk + 10) * piece)
     t_sess, t_rend, t_refine, chunk_times, done = [], [], [], [], 0

@@ -25,11 +25,11 @@ from engine.data.animator import AnimatorConfig, ProceduralAnimator
 from engine.data.tts import Phoneme
 from engine.eval import metrics as E
 from engine.eval.identity import IdentityModel
-from engine.face import FramedPortrait, frame_portrait, load_portrait
+from engine.face import FramedPortrait
 from engine.face.landmarks import FaceLandmarker
-from engine.face.shape import portrait_shape
 from engine.face.tracking import Track, mouth_opening, track
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.avatar import build_avatar, prepare_portrait
+from engine.render.renderer import RendererConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,13 @@ class Evaluator:
         self.identity = IdentityModel()
 
     def frame(self, portrait: Path, cache_dir: Path | None = None, require_skin: bool = True) -> FramedPortrait:
-        avatar = load_portrait(portrait, cache_dir=cache_dir, landmarker=self.landmarker, require_skin=require_skin)
-        return frame_portrait(avatar, self.config.size)
+        """The portrait framed at the evaluation's size. Fixed framing (no upscale limit): every face fills the
+        same share of the frame, so figures compare across portraits and with earlier runs."""
+        return prepare_portrait(portrait, self.config.size, max_upscale=0.0, cache_dir=cache_dir,
+                                landmarker=self.landmarker, require_skin=require_skin)
 
     def render(self, framed: FramedPortrait, motion: np.ndarray, batch: int = 16):
-        renderer = AvatarRenderer(framed, RendererConfig(size=self.config.size, refiner=self.config.refiner))
+        renderer = build_avatar(framed, RendererConfig(size=self.config.size, refiner=self.config.refiner)).renderer
         for i in range(0, len(motion), batch):
             yield from renderer.render(motion[i:i + batch])
 
@@ -245,7 +247,7 @@ def evaluate(portrait: Path, audio_path: Path, out: Path, reference_video: Path 
         model = load_model(ev.config.model, ev.config.tail_forcing)
         t0 = time.process_time()
         motion = motion_for(source, audio, n, phonemes, model=model, config=ev.config,
-                            shape=portrait_shape(framed.landmarks))
+                            shape=framed.shape)
         cpu_ms = 1e3 * (time.process_time() - t0) / n
     m = ev.measure(ev.render(framed, motion), framed.frame, framed.landmarks)
     res = ev.score(m, audio, phonemes, ref_curve)
@@ -271,7 +273,7 @@ def evaluate_corpus(corpus: Path, portrait: Path, out: Path, scenarios: tuple[st
 
     ev = evaluator or Evaluator(config)
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed.landmarks)
+    shape = framed.shape
     model = load_model(ev.config.model, ev.config.tail_forcing) if source == "model" else None
     chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)
     per: dict[str, list[dict]] = {}

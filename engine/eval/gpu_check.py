@@ -621,12 +621,10 @@ def check_refiner(ref: Stack, tgt: Stack, motion: np.ndarray, rendered: dict, pl
     idx = _spread(len(motion), plan.eq_render_frames)
     mo = motion[idx]
     sizes: dict[str, dict] = {}
-    from engine.face import frame_portrait, load_portrait
-
     folder = _refiner_dir(ref)
     for size in plan.sizes:
-        rig = ref.avatar(size).renderer.rig
-        framed = frame_portrait(load_portrait(ref.portrait, cache_dir=ref.engine.cache_dir), (size, size))
+        av = ref.avatar(size)
+        rig, framed = av.renderer.rig, av.framed
         cpu = FrameRefiner(load_refiner(folder, "cpu"), rig.frame, framed.landmarks, rig.basis, device="cpu")
         dev = FrameRefiner(load_refiner(folder, tgt.device), rig.frame, framed.landmarks, rig.basis, device=tgt.device)
         a = cpu.refine(rendered[size].copy(), mo)

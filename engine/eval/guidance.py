@@ -15,7 +15,6 @@ from engine.audio.frontend import model_rows
 from engine.data import styles
 from engine.data.corpus import scenario_clips
 from engine.eval.evaluate import EvalConfig, Evaluator, load_model, motion_for
-from engine.face.shape import portrait_shape
 from engine.models.sampling import Guidance, passes_per_step
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ def sweep(model_dir: Path, corpus: Path, portrait: Path, out: Path, scales=(1.0,
     cfg = config or EvalConfig(size=(256, 256))
     ev = Evaluator(cfg)
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed.landmarks)
+    shape = framed.shape
     model = load_model(model_dir)
     chosen = scenario_clips(Path(corpus), tuple(scenarios), clips)  # read once for every setting
     results = []

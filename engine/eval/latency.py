@@ -87,11 +87,10 @@ def lipsync_scores(heldout: Path, real_root: Path, portrait: Path, settings=SETT
     from engine.eval import metrics as E
     from engine.eval.evaluate import EvalConfig, Evaluator
     from engine.eval.realsync import _load_source, _source_motion, speaker_mouth
-    from engine.face.shape import portrait_shape
 
     ev = Evaluator(EvalConfig(size=size, steps=steps, refiner=False))
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed.landmarks)
+    shape = framed.shape
     source = _load_source(str(student_dir or paths.student_dir()))  # the live session, voice gate on
     out: dict[tuple[int, int], dict[str, dict]] = {s: {} for s in settings}
     for row in read_manifest(heldout):

@@ -319,9 +319,9 @@ def _read_frames(path: Path, max_frames: int | None = None):
 
 def portrait_reference(portrait: Path, landmarker, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The framed portrait as the renderer shows it at motion 0 (image, re-measured landmarks)."""
-    from engine.face import frame_portrait, load_portrait
+    from engine.render.avatar import prepare_portrait
 
-    framed = frame_portrait(load_portrait(portrait, landmarker=landmarker, require_skin=False), size)
+    framed = prepare_portrait(portrait, size, max_upscale=0.0, landmarker=landmarker, require_skin=False)
     lm = landmarker.mesh(framed.frame)
     return framed.frame, (lm if lm is not None else framed.landmarks)
 
@@ -463,7 +463,7 @@ def realism(real: list[Path], portraits: list[Path], audio: list[Path], out: Pat
                 a = audio[i % len(audio)]
                 dest = folder / f"{p.stem}__{a.stem}.mp4"
                 if not dest.exists():
-                    render_file(a, p, dest, render=RendererConfig(size=size, refiner=refine), require_skin=False,
+                    render_file(a, p, dest, render=RendererConfig(size=size, refiner=refine, max_upscale=0.0), require_skin=False,
                                 max_seconds=max_seconds, overwrite=True)
             variants[name] = folder
     variants.update(compare)

@@ -34,7 +34,6 @@ from engine.audio.io import FPS, SAMPLE_RATE
 from engine.data.real import loudness
 from engine.eval import metrics as E
 from engine.eval.evaluate import EvalConfig, Evaluator
-from engine.face.shape import portrait_shape
 
 log = logging.getLogger(__name__)
 CLOSED = 0.03
@@ -107,7 +106,7 @@ def realsync(heldout: Path, real_root: Path, portrait: Path, out: Path, sources:
     cfg = config or EvalConfig(size=(256, 256))
     ev = Evaluator(cfg)
     framed = ev.frame(portrait, cache_dir)
-    shape = portrait_shape(framed.landmarks)
+    shape = framed.shape
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(heldout)
     loaded = {name: _load_source(what) for name, what in sources.items()}

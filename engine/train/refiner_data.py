@@ -32,8 +32,9 @@ from engine.data.ingest import video_frames
 from engine.face.avatar import FramedPortrait, Portrait, apply_framing, framing
 from engine.face.landmarks import FaceLandmarker
 from engine.face.tracking import mouth_opening, track
+from engine.render.avatar import build_avatar
 from engine.render.refiner import CropConfig, CropGeometry
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.renderer import RendererConfig
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
         for i in refs:
             box, framed = framed_reference(frames[i], tr.landmarks[i], cfg.size, f"{video.name}#{i}")
             img_i, lm_i = framed.frame, framed.landmarks
-            renderer = AvatarRenderer(framed, render_cfg)
+            renderer = build_avatar(framed, render_cfg).renderer
             basis = renderer.rig.basis
             cropper = _Cropper(CropGeometry(lm_i, basis, img_i.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
             iod = float(np.linalg.norm(lm_i[468, :2] - lm_i[473, :2]))
@@ -230,10 +231,9 @@ def _pairs_for_clip(video: Path, cfg: RefinerDataConfig, landmarker: FaceLandmar
 
 
 def _identity_pairs(portrait: Path, cfg: RefinerDataConfig, landmarker: FaceLandmarker, pairs: _Pairs) -> None:
-    from engine.face import frame_portrait, load_portrait
-
-    framed = frame_portrait(load_portrait(portrait, landmarker=landmarker), cfg.size)
-    renderer = AvatarRenderer(framed, RendererConfig(size=cfg.size, refiner=False))
+    # training's fixed framing (no upscale limit): every face fills the same share of the frame
+    avatar = build_avatar(portrait, RendererConfig(size=cfg.size, refiner=False, max_upscale=0.0), landmarker=landmarker)
+    framed, renderer = avatar.framed, avatar.renderer
     cropper = _Cropper(CropGeometry(framed.landmarks, renderer.rig.basis, framed.frame.shape[:2], cfg.crop, cfg.work), cfg.store, cfg.work)
     m = M.zeros()
     img = renderer.render(m)[0]

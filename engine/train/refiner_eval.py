@@ -27,8 +27,9 @@ from engine.eval import metrics as E
 from engine.face.avatar import FramedPortrait, PortraitError
 from engine.models.loading import load_refiner
 from engine.models.refiner import RefinerNet
+from engine.render.avatar import build_avatar
 from engine.render.refiner import FrameRefiner
-from engine.render.renderer import AvatarRenderer, RendererConfig
+from engine.render.renderer import RendererConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class _Both:
     """Renders a motion sequence with and without the refiner (same warp, same crop)."""
 
     def __init__(self, framed: FramedPortrait, net: RefinerNet, size: tuple[int, int]) -> None:
-        self.renderer = AvatarRenderer(framed, RendererConfig(size=size, refiner=False))
+        self.renderer = build_avatar(framed, RendererConfig(size=size, refiner=False)).renderer
         self.refiner = FrameRefiner(net, self.renderer.rig.frame, framed.landmarks, self.renderer.rig.basis)
 
     def __call__(self, motion: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -149,21 +150,20 @@ def student_motion(framed: FramedPortrait, audio: np.ndarray) -> np.ndarray:
     import math
 
     from engine.audio.io import SAMPLE_RATE
-    from engine.face.shape import portrait_shape
     from engine.runtime.stream import SessionConfig, StudentStream, load_session_models
 
     n = max(1, math.ceil(len(audio) / SAMPLE_RATE * 25))
     student, corrector, schedule = load_session_models()
-    sess = StudentStream(student, SessionConfig(), corrector, schedule, portrait_shape(framed.landmarks), "speaking")
+    sess = StudentStream(student, SessionConfig(), corrector, schedule, framed.shape, "speaking")
     with torch.inference_mode():
         return np.concatenate(list(sess.stream(audio, SAMPLE_RATE // 25, n)))
 
 
 def portrait_eval(net: RefinerNet, portrait: Path, audio: np.ndarray, size: tuple[int, int], identity,
                   every: int, sheet: Path | None = None) -> dict:
-    from engine.face import frame_portrait, load_portrait
+    from engine.render.avatar import prepare_portrait
 
-    framed = frame_portrait(load_portrait(portrait), size)
+    framed = prepare_portrait(portrait, size, max_upscale=0.0)  # the evaluation's fixed framing
     motion = student_motion(framed, audio)
     both = _Both(framed, net, size)
     raw, refined = both(motion)
