@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -140,3 +141,27 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np
         return audio.astype(np.float32, copy=False)
     g = np.gcd(int(rate_in), int(rate_out))
     return resample_poly(audio.astype(np.float32), rate_out // g, rate_in // g).astype(np.float32)
+
+
+class StreamResampler:
+    """Mono float32 pieces at `rate_in` -> `rate_out`, continuous across pieces: libswresample (PyAV) keeps its
+    filter state between calls, so there is no seam at a piece boundary (the microphone's capture, the synced
+    microphone's output). The first output lags by the filter's delay (a few ms, silence first). Equal rates
+    pass through."""
+
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        self._res = av.AudioResampler(format="flt", layout="mono", rate=self.rate_out)
+        self._pts = 0
+
+    def __call__(self, mono: np.ndarray) -> np.ndarray:
+        mono = np.asarray(mono, np.float32)
+        if self.rate_in == self.rate_out:
+            return mono
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono[None]), format="flt", layout="mono")
+        frame.sample_rate = self.rate_in
+        frame.pts = self._pts
+        frame.time_base = Fraction(1, self.rate_in)
+        self._pts += len(mono)
+        parts = [f.to_ndarray().reshape(-1) for f in self._res.resample(frame)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)

@@ -19,12 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
-import av
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE
+from engine.audio.io import SAMPLE_RATE, StreamResampler
 from engine.audio.sources import MAX_RECORD_CHANNELS, AudioFormat, Piece, record_format_for
 
 log = logging.getLogger(__name__)
@@ -167,9 +165,8 @@ class MicSource:
         self._stream = None
         self._token: object | None = None
         self._ring: AudioRing | None = None
-        self._resampler: av.AudioResampler | None = None
+        self._resampler: StreamResampler | None = None
         self._rate = 0
-        self._in_pts = 0
         self._out = np.zeros(0, np.float32)
         self.record_format: AudioFormat | None = None  # the device's own rate and channels (first opened)
         self._orig = np.zeros((0, 1), np.float32)  # the device's own audio not yet delivered
@@ -219,8 +216,7 @@ class MicSource:
         stream.start()
         with self._lock:
             self._stream, self._ring, self._rate, self._token = stream, ring, rate, token
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            self._in_pts = 0
+            self._resampler = StreamResampler(rate, SAMPLE_RATE)
             if self.record_format is None:
                 self.record_format = record_format_for(rate, channels)
             # the device's own samples go to recordings when the recording keeps its format; otherwise (an
@@ -313,7 +309,7 @@ class MicSource:
     def _pull(self) -> None:
         """Move what the callback wrote into the 16 kHz mono buffer."""
         with self._lock:
-            ring, res, rate = self._ring, self._resampler, self._rate
+            ring, res = self._ring, self._resampler
         if ring is None:
             return
         data, t_last = ring.read()
@@ -324,17 +320,8 @@ class MicSource:
             if self._orig_ok and ring is self._ring and data.shape[1] == self._orig.shape[1]:
                 self._orig = np.concatenate([self._orig, data])
         mono = data.mean(1).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
-        if rate == SAMPLE_RATE:
-            out = mono
-        else:
-            assert res is not None  # set with the ring
-            frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = self._in_pts
-            frame.time_base = Fraction(1, rate)
-            self._in_pts += len(mono)
-            parts = [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
-            out = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        assert res is not None  # set with the ring
+        out = res(mono)
         self._out = np.concatenate([self._out, np.clip(out, -1.0, 1.0)])
         self._out_t = t_last
 

@@ -25,17 +25,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from fractions import Fraction
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from engine.audio.io import SAMPLE_RATE
+from engine.audio.io import SAMPLE_RATE, StreamResampler
 from engine.audio.sources import Piece
 from engine.sinks.base import Frame, SinkBase
 
 if TYPE_CHECKING:
-    import av
     import sounddevice as sd
 
     from engine.audio.pulse import PulseStream
@@ -378,8 +376,7 @@ class SyncedMicSink(AvDelaySink):
         self.output = output
         self.initial_delay = initial_delay
         self.line = DelayLine(OUT_RATE, initial_delay)
-        self._res_orig: av.AudioResampler | None = None
-        self._res_16k: av.AudioResampler | None = None
+        self._resamplers: dict[str, StreamResampler] = {}
         self._opened = False
 
     @property
@@ -387,13 +384,8 @@ class SyncedMicSink(AvDelaySink):
         return getattr(self.output, "error", None)
 
     def open(self, size: tuple[int, int], fps: int, sample_rate: int, channels: int = 1) -> None:
-        import av
-
         self.fps = float(fps)
-        self._res_orig = av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE)
-        self._res_16k = av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE)
-        self._rates = {"orig": sample_rate, "16k": SAMPLE_RATE}
-        self._pts = {"orig": 0, "16k": 0}
+        self._resamplers = {"orig": StreamResampler(sample_rate, OUT_RATE), "16k": StreamResampler(SAMPLE_RATE, OUT_RATE)}
         if self.output is None:
             self.output = default_output()
         self.output.start(self.line.pull)
@@ -405,25 +397,9 @@ class SyncedMicSink(AvDelaySink):
             data, kind = piece.original.mean(1).astype(np.float32), "orig"
         else:
             data, kind = np.asarray(piece.samples, np.float32), "16k"
-        out = self._resample(kind, data)
+        out = self._resamplers[kind](data)
         if len(out):
             self.line.push(out, piece.captured)
-
-    def _resample(self, kind: str, mono: np.ndarray) -> np.ndarray:
-        import av
-
-        rate = self._rates[kind]
-        if rate == OUT_RATE:
-            return mono
-        frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = self._pts[kind]
-        frame.time_base = Fraction(1, rate)
-        self._pts[kind] += len(mono)
-        res = self._res_orig if kind == "orig" else self._res_16k
-        assert res is not None  # made by open()
-        parts = [f.to_ndarray().reshape(-1) for f in res.resample(frame)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def frame_shown(self, frame: Frame, shown: float) -> None:
         super().frame_shown(frame, shown)
