@@ -449,8 +449,10 @@ class SessionViewModel(QObject):
             changed.emit(True)
             return sink
         if not on and current is not None:
-            self._live_pipeline().remove_sink(current)  # closed before it is reported detached
-            setattr(self, attr, None)
+            try:
+                self._live_pipeline().remove_sink(current)  # closed before it is reported detached
+            finally:  # detached even when its close failed (the failure still reaches the error dialog)
+                setattr(self, attr, None)
         changed.emit(getattr(self, attr) is not None)
         return None
 

@@ -1,5 +1,6 @@
-"""Static checks that run with the tests: ruff (lint and import order) and mypy (types) on the whole code,
-configured in pyproject.toml. Each prints what it found, so a failure says where."""
+"""Static checks that run with the tests: ruff (lint and import order) on engine/, app/, tests/ and installers/,
+and mypy (types) on engine/ and app/, both configured in pyproject.toml. Each prints what it found, so a
+failure says where."""
 
 from __future__ import annotations
 

@@ -118,7 +118,15 @@ def _student_fn(student, backend: str, steps: int, folder: Path, threads: int, c
     if backend == "torch":
         step = StudentStep(student, steps).eval()
         if dev.type == "cuda":
-            return torch.compile(step, mode="reduce-overhead", fullgraph=True)
+            compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+
+            def run_compiled(*args):
+                # CUDA-graph outputs live in the graph's memory pool and are overwritten by its next replay; the
+                # stream keeps them as its cache and may read them in eager code (a short chunk, a fallback):
+                # it gets its own copies (a few small tensors per chunk)
+                return tuple(t.clone() for t in compiled(*args))
+
+            return run_compiled
         return step
     onnx_file = _student_onnx(student, steps, folder, chunk)
     if backend == "onnxruntime":

@@ -350,11 +350,11 @@ def _baseline_chunked(engine, teacher, avatar, wav: Path, frames: int, latency_s
 
     k = engine.models.student.config.chunk
 
-    def session():
+    def stream():
         return ChunkedTeacherStream(teacher, k, steps, guidance, window, avatar.shape, engine.style)
 
     t0 = time.perf_counter()
-    stats = Pipeline(FileSource(wav, PIECE, max_seconds=frames / 25), session(), avatar.renderer).run()
+    stats = Pipeline(FileSource(wav, PIECE, max_seconds=frames / 25), stream(), avatar.renderer).run()
     wall = time.perf_counter() - t0
     s = stats.summary()
     out = {"fps": stats.frames / wall, "rtf": wall / (stats.frames / 25),
@@ -362,7 +362,7 @@ def _baseline_chunked(engine, teacher, avatar, wav: Path, frames: int, latency_s
                                    "renderer+refiner": round(s["render_ms_per_frame"], 3)},
            "steps": steps, "passes_per_step": 2, "window": window}
     if latency_seconds > 0:
-        ls = Pipeline(FileSource(wav, LIVE_PIECE, realtime=True, max_seconds=latency_seconds), session(),
+        ls = Pipeline(FileSource(wav, LIVE_PIECE, realtime=True, max_seconds=latency_seconds), stream(),
                       avatar.renderer).run().summary()
         out.update({"latency_ms_p50": ls["latency_ms_p50"], "latency_ms_p95": ls["latency_ms_p95"],
                     "live_dropped_frames": ls["dropped_frames"], "live_frames": ls["frames"]})

@@ -103,7 +103,7 @@ def drift(folder: Path, seconds: float, out: Path, session_config, student_dir: 
           variants: tuple[str, ...] = ("tail", "no-tail")) -> dict:
     from dataclasses import replace
 
-    from engine.face.avatar import default_portrait_landmarks
+    from engine.face.portrait import default_portrait_landmarks
     from engine.runtime.stream import StudentStream, load_session_models
 
     audio = long_audio(folder, seconds)

@@ -27,7 +27,6 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -136,7 +135,9 @@ def live_latency(portrait: Path, settings=SETTINGS, seconds: float = 12.0, round
     out: dict[tuple[int, int], list[dict]] = {s: [] for s in settings}
     with tempfile.TemporaryDirectory() as tmp:
         wav = _bench_audio(seconds + 1.0, Path(tmp))
-        engine = AvatarEngine(RendererConfig(size=size, refiner=False), base, student_dir, cache_dir=cache_dir)
+        # the evaluation's fixed framing (no upscale limit), as in docs/latency.md's tables
+        engine = AvatarEngine(RendererConfig(size=size, refiner=False, max_upscale=0.0), base, student_dir,
+                              cache_dir=cache_dir)
         avatar = engine.avatar(portrait)
         for r in range(rounds):
             for k, la in settings:
@@ -229,9 +230,12 @@ def run(out: Path, seconds: float = 12.0, rounds: int = 3, heldout: Path | None 
     from engine.eval.bench import environment
 
     portrait = Path(portrait or paths.default_portrait())
+    for name, s in (("--size", size), ("--lipsync-size", lipsync_size)):
+        if len(s) != 2:
+            raise ValueError(f"{name} takes a width and a height, got {' '.join(map(str, s))}")
     t0 = time.perf_counter()
     rows = latency_table(heldout, Path(real), portrait, lipsync_portrait, tuple(settings), seconds, rounds, max_seconds,
-                         cast(tuple[int, int], tuple(size)), cast(tuple[int, int], tuple(lipsync_size)), steps,
+                         (int(size[0]), int(size[1])), (int(lipsync_size[0]), int(lipsync_size[1])), steps,
                          student_dir, cache_dir, tuple(seeds))
     meta = {"portrait": str(portrait), "lipsync_portrait": str(lipsync_portrait or portrait),
             "heldout": str(heldout) if heldout else None, "seconds": seconds, "rounds": rounds,

@@ -117,7 +117,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]
         acfg = audio or {}
         if acfg.get("features") == "speech" and int(acfg.get("feature_chunk", chunk)) != chunk:
             raise ValueError(f"the speech features are computed per chunk of {acfg['feature_chunk']} frames but the "
-                             f"student's chunk is {chunk}: they must be equal (the session's chunk grid)")
+                             f"student's chunk is {chunk}: they must be equal (the stream's chunk grid)")
         self.build_trunk(motion_dim, dim, depth, heads, mlp_ratio, dropout, shape_dim, style_vocab, audio)
         self.guide = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         guide_out = cast(nn.Linear, self.guide[2])

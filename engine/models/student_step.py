@@ -4,7 +4,7 @@
 `steps` Euler steps on the cache, then write it; no Python state and no data-dependent control flow) with
 its tensors as named inputs and outputs, so it exports to ONNX (and from there to TensorRT) with the KV
 cache as explicit inputs and outputs. `run_step` runs a step on any backend (torch eager / compiled / CUDA
-graph, onnxruntime, TensorRT) against a `StudentCache`, which stays the one streaming state: the session can
+graph, onnxruntime, TensorRT) against a `StudentCache`, which stays the one streaming state: the stream can
 switch between a backend and the eager methods (`MotionStudent.generate_chunk`) at any chunk.
 `tests/runtime/test_backends.py` checks each backend against `generate_chunk`.
 """

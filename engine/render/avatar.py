@@ -52,9 +52,16 @@ def build_avatar(portrait: Path | str | FramedPortrait, render: RendererConfig |
                  require_skin: bool = True, landmarker: FaceLandmarker | None = None) -> Avatar:
     """`prepare_portrait` (unless given its result) + the renderer for `render` on `device`. `refiner_runner`:
     the refiner network or a backend over it, built once for every portrait
-    (`engine.render.refiner.refiner_runner_for`); without it a renderer with `render.refiner` builds its own."""
+    (`engine.render.refiner.refiner_runner_for`); without it a renderer with `render.refiner` builds its own.
+    A framed portrait given must be framed at `render.size` (its framing, `max_upscale` included, is kept)."""
     render = render or RendererConfig()
-    framed = portrait if isinstance(portrait, FramedPortrait) else prepare_portrait(
-        portrait, render.size, render.max_upscale, cache_dir=cache_dir, require_skin=require_skin,
-        landmarker=landmarker)
+    if isinstance(portrait, FramedPortrait):
+        framed = portrait
+        h, w = framed.frame.shape[:2]
+        if (w, h) != tuple(render.size):
+            raise ValueError(f"the portrait is framed at {w}x{h} but the renderer is set to {render.size[0]}x"
+                             f"{render.size[1]}: frame it at the renderer's size")
+    else:
+        framed = prepare_portrait(portrait, render.size, render.max_upscale, cache_dir=cache_dir,
+                                  require_skin=require_skin, landmarker=landmarker)
     return Avatar(framed, AvatarRenderer(framed, render, device, refiner_runner))

@@ -17,7 +17,7 @@ RENDERER_INPUTS = ("src", "flow_basis", "jac_basis", "src_masks", "mouth_px", "m
 
 
 def export_renderer(renderer: AvatarRenderer, path: Path, batch: int = 1) -> Path:
-    """Write the renderer as one ONNX file. Portrait data are graph inputs, so one file serves any
+    """Write the renderer as one ONNX file. The avatar rig's data are graph inputs, so one file serves any
     portrait whose region and flow-grid sizes match (those sizes are fixed in the graph)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ class RendererConfig:
     max_upscale: Annotated[float, Range(0.0, 8.0)] = 1.35
     """The portrait is enlarged at most this much to fill the frame: a small face is framed wider (more of its
     photo around it) rather than blown up past its detail into a soft picture. 0: no limit (the face always
-    fills the same share of the frame)."""
+    fills the same share of the frame); values under 1 count as 1 (never enlarged)."""
     grid: Annotated[int, Range(16, 512)] = 128
     """Flow-grid points along the face region's longer side."""
     region_scale: Annotated[float, Range(1.0, 4.0)] = 2.0
@@ -69,7 +69,7 @@ class RendererConfig:
 
 
 class Renderer(nn.Module):
-    """Warps a portrait region by a motion vector. Portrait data comes in as tensors."""
+    """Warps a portrait region by a motion vector. The avatar rig's data comes in as tensors."""
 
     def __init__(self, config: RendererConfig | None = None) -> None:
         super().__init__()

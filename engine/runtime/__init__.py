@@ -1,2 +1,2 @@
-"""Runtime: the streaming session (student + KV cache), the threaded pipeline, and what runs on it: the live
-avatar (`live`), file rendering (`render`) and text to video (`say`)."""
+"""Runtime: the motion stream (`stream`: student + KV cache), the threaded pipeline, and what runs on it: the
+live avatar (`live`), file rendering (`render_file`) and text to video (`say`)."""

@@ -308,7 +308,7 @@ class Pipeline:
 
     def _student_loop(self) -> None:
         self._threads_setting(self.config.student_threads)
-        with _own_stream(self.stream.device):  # on a GPU each stage queues work on its own CUDA stream
+        with _own_cuda_stream(self.stream.device):  # on a GPU each stage queues work on its own CUDA stream
             self._student_stage()
 
     def _student_stage(self) -> None:
@@ -386,7 +386,7 @@ class Pipeline:
 
     def _render_loop(self) -> None:
         self._threads_setting(self.config.render_threads)
-        with _own_stream(getattr(self.renderer, "device", "cpu")), torch.inference_mode():
+        with _own_cuda_stream(getattr(self.renderer, "device", "cpu")), torch.inference_mode():
             while True:
                 item = self._get(self._motion_q)
                 if item is _END:
@@ -412,7 +412,7 @@ class Pipeline:
                             s.write_frame(frame)
 
 
-def _own_stream(device):
+def _own_cuda_stream(device):
     """A CUDA stream of the calling stage's own on a GPU (so the student's and the renderer's kernels overlap);
     nothing on the CPU."""
     import contextlib

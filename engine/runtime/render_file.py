@@ -18,8 +18,8 @@ import numpy as np
 from engine.audio.io import FPS
 from engine.audio.sources import FileSource
 from engine.render.renderer import RendererConfig
+from engine.runtime.config import SessionConfig
 from engine.runtime.live import PIECE, AvatarEngine
-from engine.runtime.stream import SessionConfig
 from engine.sinks.base import SinkBase
 from engine.sinks.recorder import Interrupted, Progress, RecorderSink, check_output
 

@@ -253,8 +253,10 @@ class RecorderSink:
             except queue.Full:
                 self.frames_dropped += 1  # the writer fills it with the previous frame
             return
-        assert self._thread is not None  # opened with the queue
-        while self._thread.is_alive():  # offline frames and all audio wait for the writer
+        writer = self._thread
+        if writer is None:  # closed meanwhile (a stage thread still held the old sink list): nothing to write
+            return
+        while writer.is_alive():  # offline frames and all audio wait for the writer
             try:
                 self._q.put(item, timeout=0.1)
                 return

@@ -114,7 +114,7 @@ def score_schedule(teacher, clips, basis, g: float, steps: int, schedule: Guidan
 
 
 def calibrate(cfg: CalibrateConfig) -> dict:
-    from engine.face.avatar import default_portrait_landmarks
+    from engine.face.portrait import default_portrait_landmarks
 
     teacher = load_teacher(cfg.teacher or paths.teachers_dir() / "generalist")
     chosen = [(s, c) for s, _, c in scenario_clips(Path(cfg.heldout), tuple(cfg.scenarios), cfg.clips) if c.phonemes]

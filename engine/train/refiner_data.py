@@ -3,8 +3,10 @@
 Self-reconstruction: for a reference frame i of a real clip (it plays the portrait) and another frame
 j of the same clip, the motion of frame j is fitted on frame i's motion basis, the renderer warps
 frame i by it, and the refiner must turn that rendering into the real frame j. Both frames are framed
-exactly as a portrait is for output (`engine.face.avatar.framing`), so the crop the refiner sees has
-the live scale. Pairs whose fitted motion does not explain frame j's lips (head turned beyond the
+as a portrait is for output (`engine.face.portrait.framing`, with no upscale limit: the face always takes
+the same share of the frame), so the crop the refiner sees has the live scale; the refiner works on a
+crop resampled to its fixed work size, so the live limit on small faces' enlargement changes only how
+sharp that crop is. Pairs whose fitted motion does not explain frame j's lips (head turned beyond the
 basis, tracking errors) are dropped: the target must line up with the rendering.
 
 Synthetic identity pairs (a portrait at zero motion must come out unchanged) come from the reference
@@ -29,8 +31,8 @@ from safetensors.numpy import load_file, save_file
 from engine import motion as M
 from engine.audio.io import FPS
 from engine.data.ingest import video_frames
-from engine.face.avatar import FramedPortrait, Portrait, apply_framing, framing
 from engine.face.landmarks import FaceLandmarker
+from engine.face.portrait import FramedPortrait, Portrait, apply_framing, framing
 from engine.face.tracking import mouth_opening, track
 from engine.render.avatar import build_avatar
 from engine.render.refiner import CropConfig, CropGeometry
@@ -147,7 +149,8 @@ class _Cropper:
 
 def framed_reference(frame: np.ndarray, landmarks: np.ndarray, size: tuple[int, int],
                      source: str) -> tuple[tuple[int, int, int, int], FramedPortrait]:
-    """A video frame framed exactly as a portrait is for output: its crop box and the framed avatar."""
+    """A video frame framed as a portrait is for output (no upscale limit): its crop box and the framed
+    portrait."""
     box = framing(landmarks, frame.shape[:2], size)
     img, lm = apply_framing(frame, landmarks, box, size)
     assert lm is not None  # landmarks were given

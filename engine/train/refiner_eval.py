@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from engine.eval import metrics as E
-from engine.face.avatar import FramedPortrait, PortraitError
+from engine.face.portrait import FramedPortrait, PortraitError
 from engine.models.loading import load_refiner
 from engine.models.refiner import RefinerNet
 from engine.render.avatar import build_avatar

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from engine import motion as M
 from engine.data.corpus import VISEME_NAMES, Clip, read_manifest, read_shard
 from engine.data.dataset import WindowConfig, window, window_config
-from engine.face.avatar import default_portrait_landmarks
+from engine.face.portrait import default_portrait_landmarks
 from engine.face.shape import SHAPE_DIM
 from engine.models.conditions import CONTROL_NAMES, N_CONTROLS, Conditions
 from engine.models.loading import load_teacher

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from engine.face import human, load_portrait
-from engine.face.avatar import CACHE_VERSION
 from engine.face.human import NOT_HUMAN_WARNING, check_human_face
+from engine.face.portrait import CACHE_VERSION
 
 CAT_EYES = ((540.0, 420.0), (690.0, 420.0))
 """The cat's eye centres in lp_s40.jpg (image's left, image's right), pixels."""
@@ -53,7 +53,7 @@ def test_dog_is_animated_with_a_warning(portraits_dir, landmarker, tmp_path):
     # the cached avatar keeps it (and the cache entry is of the version that has the check)
     again = load_portrait(portraits_dir / "lp_s30.jpg", cache_dir=tmp_path, landmarker=landmarker)
     assert again.from_cache and NOT_HUMAN_WARNING in again.warnings
-    assert [f.name.startswith(f"avatar-v{CACHE_VERSION}-") for f in tmp_path.iterdir()] == [True]
+    assert [f.name.startswith(f"portrait-v{CACHE_VERSION}-") for f in tmp_path.iterdir()] == [True]
     assert CACHE_VERSION >= 2
 
 

@@ -23,8 +23,9 @@ from engine.face.shape import portrait_shape
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-"""Part of the cache file's name. 2: the warnings include the human-face check (engine/face/human.py)."""
+CACHE_VERSION = 3
+"""Part of the cache file's name. 2: the warnings include the human-face check (engine/face/human.py). 3: the
+small-face warning no longer says the avatar will look soft (framing limits the enlargement now)."""
 MIN_FACE_PX = 48
 MIN_SKIN_WARMTH = 9.0
 """Mean (Cr - Cb) of the face's skin, YCrCb units. Human skin in photos and paintings of this
@@ -69,11 +70,11 @@ class FramedPortrait:
         return portrait_shape(self.landmarks)
 
 
-def _check_human(avatar_image: np.ndarray, lm: np.ndarray, name: str, require_skin: bool) -> list[str]:
+def _check_human(image: np.ndarray, lm: np.ndarray, name: str, require_skin: bool) -> list[str]:
     """Raise for faces that are not human skin (robots, statues); return warnings."""
     warnings: list[str] = []
-    ycc = cv2.cvtColor(avatar_image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
-    face = np.zeros(avatar_image.shape[:2], np.uint8)
+    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    face = np.zeros(image.shape[:2], np.uint8)
     cv2.fillPoly(face, [np.round(lm[list(T.FACE_OVAL), :2]).astype(np.int32)], 1)
     holes = [T.eye_polygon("L"), T.eye_polygon("R"),
              T.LIPS_OUTER_UPPER + tuple(reversed(T.LIPS_OUTER_LOWER[1:-1]))]
@@ -95,7 +96,7 @@ def _check_human(avatar_image: np.ndarray, lm: np.ndarray, name: str, require_sk
 
 
 def _cache_path(cache_dir: Path, sha: str) -> Path:
-    return cache_dir / f"avatar-v{CACHE_VERSION}-{sha[:32]}.safetensors"
+    return cache_dir / f"portrait-v{CACHE_VERSION}-{sha[:32]}.safetensors"
 
 
 def load_portrait(path: Path | str, cache_dir: Path | None = None, landmarker: FaceLandmarker | None = None,
@@ -112,10 +113,10 @@ def load_portrait(path: Path | str, cache_dir: Path | None = None, landmarker: F
                 log.warning("%s: %s", path.name, msg)
             return cached
     landmarker = landmarker or FaceLandmarker()
-    avatar = _analyse(image, sha, path, landmarker, require_skin)
+    portrait = _analyse(image, sha, path, landmarker, require_skin)
     if cache_dir is not None:
-        _save_cached(_cache_path(Path(cache_dir), sha), avatar)
-    return avatar
+        _save_cached(_cache_path(Path(cache_dir), sha), portrait)
+    return portrait
 
 
 def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker, require_skin: bool) -> Portrait:
@@ -148,8 +149,7 @@ def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker
         raise PortraitError(f"The face in {path} is only {face_w:.0f} pixels wide; use an image where the "
                             f"face is at least {MIN_FACE_PX} pixels wide (ideally 200+).")
     if face_w < 128:
-        warnings.append(f"small face ({face_w:.0f} px wide): it is framed wider to stay sharp, so it looks small in "
-                        "the picture; a photo with a larger face gives a closer, sharper avatar")
+        warnings.append(f"small face ({face_w:.0f} px wide): a photo with a larger face gives a sharper avatar")
     warnings += _check_human(image, lm, str(path), require_skin)
     human = check_human_face(image, lm)
     if human is not None:
@@ -162,12 +162,12 @@ def _analyse(image: np.ndarray, sha: str, path: Path, landmarker: FaceLandmarker
                   n_faces=max(1, len(boxes)), warnings=warnings)
 
 
-def _save_cached(file: Path, avatar: Portrait) -> None:
+def _save_cached(file: Path, portrait: Portrait) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"source": avatar.source, "sha256": avatar.sha256, "n_faces": str(avatar.n_faces),
-            "warnings": json.dumps(avatar.warnings), "shape": json.dumps(list(avatar.image.shape))}
+    meta = {"source": portrait.source, "sha256": portrait.sha256, "n_faces": str(portrait.n_faces),
+            "warnings": json.dumps(portrait.warnings), "shape": json.dumps(list(portrait.image.shape))}
     tmp = file.with_suffix(".tmp")
-    save_file({"landmarks": avatar.landmarks}, str(tmp), metadata=meta)
+    save_file({"landmarks": portrait.landmarks}, str(tmp), metadata=meta)
     tmp.replace(file)
 
 
@@ -179,10 +179,10 @@ def _load_cached(file: Path, image: np.ndarray, path: Path) -> Portrait | None:
             meta = f.metadata()
         lm = load_file(str(file))["landmarks"]
         if json.loads(meta["shape"]) != list(image.shape) or lm.shape != (T.N_LANDMARKS, 3):
-            log.warning("Stale avatar cache entry %s ignored", file.name)
+            log.warning("Stale portrait cache entry %s ignored", file.name)
             return None
     except (OSError, KeyError, ValueError, SafetensorError) as exc:  # corrupt entry: recompute, say so
-        log.warning("Unreadable avatar cache entry %s ignored (%s)", file, exc)
+        log.warning("Unreadable portrait cache entry %s ignored (%s)", file, exc)
         return None
     log.debug("Portrait cache hit for %s", path.name)
     return Portrait(image=image, landmarks=lm, source=str(path), sha256=meta["sha256"],
@@ -206,8 +206,8 @@ def framing(landmarks: np.ndarray, image_hw: tuple[int, int], size: tuple[int, i
     cx = float(oval[:, 0].mean())
     cy = float(oval[:, 1].min() + oval[:, 1].max()) / 2
     crop_h = face_h / face_fraction
-    if max_upscale > 0:
-        crop_h = max(crop_h, out_h / max_upscale)
+    if max_upscale > 0:  # a limit under 1 would shrink every photo: it counts as 1 (never enlarged)
+        crop_h = max(crop_h, out_h / max(1.0, max_upscale))
     crop_w = crop_h * out_w / out_h
     fit = min(1.0, iw / crop_w, ih / crop_h)
     crop_w, crop_h = crop_w * fit, crop_h * fit
@@ -249,6 +249,9 @@ def frame_portrait(portrait: Portrait, size: tuple[int, int] = (512, 512), face_
                    max_upscale: float = 0.0) -> FramedPortrait:
     """Crop the portrait around the face to the output aspect and resize to `size` (w, h) (see `framing`)."""
     crop = framing(portrait.landmarks, portrait.image.shape[:2], size, face_fraction, max_upscale)
+    if max_upscale > 0 and crop != framing(portrait.landmarks, portrait.image.shape[:2], size, face_fraction):
+        log.info("%s: framed wider than usual, so the photo is enlarged %.2fx at most (a small face is not blown up "
+                 "past its detail)", Path(portrait.source).name, size[1] / crop[3])
     frame, lm = apply_framing(portrait.image, portrait.landmarks, crop, size)
     return FramedPortrait(frame=frame, landmarks=lm, portrait=portrait)
 
