@@ -88,7 +88,7 @@ def test_prepare_writes_what_the_device_needs(dry_run):
     folder, _, _ = dry_run
     for name in ("manifest.json", "audio.npy", "speech_rows.npz", "reference.npz", "bench_cpu.json"):
         assert (folder / name).stat().st_size > 0, name
-    assert list((folder / "cache").glob("avatar-*.safetensors")), "the portrait's landmarks are not cached"
+    assert list((folder / "cache").glob("portrait-*.safetensors")), "the portrait's landmarks are not cached"
     m = json.loads((folder / "manifest.json").read_text())
     assert m["plan"]["sizes"] == [128] and m["student"]["features"] == "speech"
     # the replay reproduces the live speech encoder exactly, and covers a loop's every chunk boundary
