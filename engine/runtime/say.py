@@ -70,7 +70,8 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
             writer.write_audio(audio[writer.samples_written: round(writer.frames_written * rate / fps)])
             if progress is not None:
                 progress(writer.frames_written / fps, total)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # it may land between a batch's frames and their audio: catch the audio up
+        writer.write_audio(audio[writer.samples_written: round(writer.frames_written * rate / fps)])
         writer.close()
         raise Interrupted(Path(out), writer.frames_written / fps, total) from None
     except BaseException:

@@ -125,8 +125,9 @@ class Mp4Writer:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
         vf.pts = self.frames_written
         vf.time_base = Fraction(1, self.fps)
-        self._mux(self._video.encode(vf))
-        self.frames_written += 1
+        packets = self._video.encode(vf)
+        self.frames_written += 1  # counted once the encoder holds it: an interrupt in the mux cannot repeat a pts
+        self._mux(packets)
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Float32 samples in [-1, 1] at `sample_rate`: [n] or [n, channels] (mono is spread over both
@@ -140,8 +141,9 @@ class Mp4Writer:
         af.sample_rate = self.sample_rate
         af.pts = self.samples_written
         af.time_base = Fraction(1, self.sample_rate)
-        self._mux(self._audio.encode(af))
+        packets = self._audio.encode(af)
         self.samples_written += len(samples)
+        self._mux(packets)
 
     def _mux(self, packets) -> None:
         try:

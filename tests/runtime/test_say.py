@@ -83,3 +83,37 @@ def test_cli_bench_prints_json(capsys, session_cache, portraits_dir):
     data = json.loads(line)
     assert data["size"] == [256, 256] and data["fps"] > 0 and data["latency_ms_p95"] >= data["latency_ms_p50"]
     assert data["rtf"] == pytest.approx(25 / data["fps"], rel=0.01)
+
+
+def test_ctrl_c_between_a_batchs_frames_and_its_audio_keeps_the_streams_equal(tmp_path, session_cache, portraits_dir,
+                                                                              monkeypatch):
+    """Ctrl-C lands anywhere in the render loop; where it lands after some of a batch's frames and before the
+    audio that goes with them (seen in CI: video 0.31 s longer), the audio is caught up before the file ends."""
+    import engine.runtime.say as say_module
+    from engine.sinks.recorder import Interrupted
+
+    real_build = say_module.build_avatar
+
+    class InterruptingRenderer:
+        def __init__(self, inner):
+            self.inner, self.frames = inner, 0
+
+        def render(self, motion):
+            for frame in self.inner.render(motion):
+                if self.frames == 8 * 3 + 5:  # mid-batch: 5 frames of the fourth batch of 8 are written
+                    raise KeyboardInterrupt
+                self.frames += 1
+                yield frame
+
+    def build(framed, render):
+        avatar = real_build(framed, render)
+        return type("A", (), {"renderer": InterruptingRenderer(avatar.renderer)})()
+
+    monkeypatch.setattr(say_module, "build_avatar", build)
+    out = tmp_path / "stopped.mp4"
+    from engine.render.renderer import RendererConfig
+    with pytest.raises(Interrupted):
+        say(TEXT, portraits_dir / "sad.png", out, cache_dir=session_cache, render=RendererConfig(size=(256, 256)))
+    frames, samples, rate = _read(out)
+    assert len(frames) == 29
+    assert abs(len(frames) / 25 - samples / rate) <= 1 / 25 + 2 * 1024 / rate
