@@ -314,6 +314,18 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]
         h, _ = self._pass(self.inp(x) + tokens, cvec, ctx, torch.zeros(n, dtype=torch.bool, device=x.device))
         return self._out(h, cvec)
 
+    def _sample(self, noise: torch.Tensor, tokens: torch.Tensor, guidance: torch.Tensor, fused: torch.Tensor,
+                ctx: ChunkContext, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The chunk sampled from `noise` [B, n, M] in `steps` Euler steps on the context. Returns (x0 [B, n, M]
+        model space, the last step's input, its noise level)."""
+        grid = step_grid(steps) + [0.0]
+        B = noise.shape[0]
+        x = last = noise
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            last = x
+            x = x + (s_next - s) * self._velocity(x, torch.full((B,), s, device=x.device), tokens, guidance, fused, ctx)
+        return x, last, grid[-2]
+
     def _written(self, clean: torch.Tensor, tokens: torch.Tensor, fused: torch.Tensor, ctx: ChunkContext,
                  frame: torch.Tensor, sink_k: torch.Tensor, sink_v: torch.Tensor, sink_valid: torch.Tensor,
                  win_k: torch.Tensor, win_v: torch.Tensor, win_valid: torch.Tensor,
@@ -352,11 +364,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]
         """The whole chunk step as a pure function: sample the chunk from `noise` [B, n, M] in `steps` Euler
         steps, then write it. Returns (x [B, n, M] model space, *the new cache tensors in `CACHE_NAMES` order)."""
         ctx = self._context(prefix_k, prefix_v, sink_k, sink_v, sink_valid, win_k, win_v, win_valid, win_pos, frame)
-        grid = step_grid(steps) + [0.0]
-        B = noise.shape[0]
-        x = noise
-        for s, s_next in zip(grid[:-1], grid[1:]):
-            x = x + (s_next - s) * self._velocity(x, torch.full((B,), s, device=x.device), tokens, guidance, fused, ctx)
+        x, _, _ = self._sample(noise, tokens, guidance, fused, ctx, steps)
         return (x, *self._written(x, tokens, fused, ctx, frame, sink_k, sink_v, sink_valid, win_k, win_v,
                                   win_valid, win_pos))
 
@@ -394,14 +402,7 @@ class MotionStudent(MotionTrunk, ModelMixin, ConfigMixin):  # type: ignore[misc]
                      noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Sample the next chunk from `noise` in `steps` Euler steps (the cache is not changed).
         Returns (x0 [B, n, M] model space, the last step's input, its noise level)."""
-        x = noise
-        grid = step_grid(steps) + [0.0]
-        B = x.shape[0]
-        for s, s_next in zip(grid[:-1], grid[1:]):
-            last = x
-            v = self.denoise(x, torch.full((B,), s, device=x.device), frame_tokens, guidance, cache)
-            x = x + (s_next - s) * v
-        return x, last, grid[-2]
+        return self._sample(noise, frame_tokens, guidance, cache.fused, self._prepare(cache), steps)
 
     @torch.no_grad()
     def generate_chunk(self, frame_tokens: torch.Tensor, cache: StudentCache, steps: int, guidance: torch.Tensor,
