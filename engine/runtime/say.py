@@ -62,16 +62,20 @@ def say(text: str, portrait: Path, out: Path, *, fps: int = 25, tts: TTSConfig |
     total = n_frames / fps
     t0 = time.perf_counter()
     writer = Mp4Writer(out, render.size, fps, rate, fragmented=True)
+
+    def audio_to_frames() -> None:
+        """The audio of the frames written so far goes with them: both streams end together at any point."""
+        writer.write_audio(audio[writer.samples_written: round(writer.frames_written * rate / fps)])
+
     try:
         for i in range(0, n_frames, batch):
             for frame in renderer.render(motion[i:i + batch]):
                 writer.write_video(frame)
-            # the audio of the frames written so far goes with them: both streams end together at any point
-            writer.write_audio(audio[writer.samples_written: round(writer.frames_written * rate / fps)])
+            audio_to_frames()
             if progress is not None:
                 progress(writer.frames_written / fps, total)
     except KeyboardInterrupt:  # it may land between a batch's frames and their audio: catch the audio up
-        writer.write_audio(audio[writer.samples_written: round(writer.frames_written * rate / fps)])
+        audio_to_frames()
         writer.close()
         raise Interrupted(Path(out), writer.frames_written / fps, total) from None
     except BaseException:
